@@ -20,11 +20,11 @@
 #include <stdio.h>
 
 enum cfg_type {
-    CFG_INT,    /* int64_t; range [min, max] */
-    CFG_BOOL,   /* bool; true/false (also yes/no, 1/0) */
+    CFG_INT,    /* int64_t; range [min, max] (min == max == 0: unbounded) */
+    CFG_BOOL,   /* bool; true/false (also yes/no, on/off, 1/0; any case) */
     CFG_STRING, /* char[size]; longer values are refused */
     CFG_ENUM,   /* int: index into enum_values (NULL-terminated), matched exactly */
-    CFG_DOUBLE, /* double; range [dmin, dmax] */
+    CFG_DOUBLE, /* double; range [dmin, dmax] (dmin == dmax == 0: unbounded) */
 };
 
 struct cfg_key {
@@ -35,7 +35,8 @@ struct cfg_key {
     int64_t min, max;                /* CFG_INT */
     double dmin, dmax;               /* CFG_DOUBLE */
     const char *const *enum_values;  /* CFG_ENUM */
-    const char *def;                 /* default, as text; parsed like a value */
+    const char *def;                 /* default, as text; parsed like a value
+                                        (NULL: "", false, 0 or the first enum value) */
     const char *help;                /* one line for --help and the README table */
 };
 
@@ -47,7 +48,8 @@ int cfg_defaults(const struct cfg_key *keys, void *target, char *err, size_t err
 
 /* Loads a YAML file: a single mapping of scalar key: value pairs. Keys not in
  * the table, non-scalar values, duplicates and bad values are errors, reported
- * as "path:line: key: reason". Returns 0 or -1. */
+ * as "path:line: key: reason". An empty file changes nothing. Returns 0, or -1
+ * with target left exactly as it was. */
 int cfg_load_file(const struct cfg_key *keys, void *target, const char *path,
                   char *err, size_t errlen);
 
@@ -55,8 +57,9 @@ int cfg_load_file(const struct cfg_key *keys, void *target, const char *path,
 int cfg_set(const struct cfg_key *keys, void *target, const char *assignment,
             char *err, size_t errlen);
 
-/* Handles a daemon's standard command line: defaults, then `-c FILE`, then each
- * `--set key=value` in order. `--help` prints usage and the key reference to
+/* Handles a daemon's standard command line (argv[0] is skipped): defaults, then
+ * `-c FILE` / `--config FILE`, then each `--set key=value` (or `--set=key=value`)
+ * in order, wherever they appear on the line. `--help` prints usage and the key reference to
  * stdout and returns 1. Unrecognised arguments are errors. Returns 0, 1 (help
  * printed, caller exits 0) or -1 (error in err; caller exits non-zero). */
 int cfg_parse_args(const struct cfg_key *keys, void *target, const char *prog,
