@@ -69,6 +69,7 @@ typedef struct rmt_cmd {
     const uint8_t *body;    /* not owned; see rmt_cmd_set_body */
     uint32_t body_len;
     /* private below */
+    uint8_t *owned_body;    /* set by rmt_cmd_dup */
     uint8_t *arena;
     uint32_t arena_len, arena_cap;
     struct rmt_kv *kv;
