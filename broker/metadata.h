@@ -21,7 +21,14 @@
  *
  * Threading: every function here must be called from one thread (the broker
  * event loop). The only other thread is the internal offset writer, which
- * touches nothing but the staging buffer it was handed and LMDB.
+ * touches nothing but the staging buffer it was handed and LMDB. LMDB allows
+ * one write transaction at a time, so an admin write (config put/delete,
+ * offset delete/reset) may wait for a batch that is being committed.
+ *
+ * Errors: LMDB failures are logged here once, with the table and key
+ * involved (a full map gets a message saying to raise the map size); the
+ * functions return negative errno values (-ENOSPC for a full map, -EBADMSG
+ * for corrupt data) and callers need not log them again.
  *
  * Ownership: meta_open allocates the store, meta_close frees it. Pointers
  * returned by lookups point into the store and stay valid until that entry is
