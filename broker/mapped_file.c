@@ -153,7 +153,7 @@ int64_t mf_mtime_ms(const struct mfile *f)
     return (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 }
 
-static int mkdir_p(const char *dir)
+int mf_mkdir_p(const char *dir)
 {
     char tmp[4096];
     size_t n = strlen(dir);
@@ -176,7 +176,7 @@ static int mkdir_p(const char *dir)
 int mfq_init(struct mfq *q, const char *dir, size_t file_size)
 {
     memset(q, 0, sizeof(*q));
-    int rc = mkdir_p(dir);
+    int rc = mf_mkdir_p(dir);
     if (rc < 0)
         return rc;
     q->dir = strdup(dir);

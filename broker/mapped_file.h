@@ -96,6 +96,9 @@ void mfq_truncate(struct mfq *q, int64_t off);
 /* Removes every segment (and the directory when empty). */
 void mfq_remove_all(struct mfq *q);
 
+/* Creates dir and its missing parents. Returns 0 or -errno. */
+int mf_mkdir_p(const char *dir);
+
 /* Formats a 20-digit segment name into out (>= 21 bytes). */
 void mf_name(int64_t off, char *out);
 

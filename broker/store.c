@@ -577,9 +577,8 @@ int store_open(const struct store_config *cfg, struct store **out)
         return -EINVAL;
     }
     char path[4096];
-    if (mkdir(s->root, 0755) < 0 && errno != EEXIST) {
-        rc = -errno;
-        log_error("store: cannot create %s: %s", s->root, strerror(errno));
+    if ((rc = mf_mkdir_p(s->root)) < 0) {
+        log_error("store: cannot create %s: %s", s->root, strerror(-rc));
         free_store(s);
         return rc;
     }
@@ -822,6 +821,7 @@ static enum store_put_status put_many(struct store *s, struct put_src *src, stru
 {
     memset(r, 0, sizeof(*r));
     struct store_msg m;
+    memset(&m, 0, sizeof(m));
     const char *topic = NULL;
     int32_t qid = 0;
     size_t total = 0, count = 0;
