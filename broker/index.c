@@ -115,6 +115,12 @@ int idx_open(const char *dir, uint32_t slots, uint32_t max_entries, struct idx_s
             continue;
         struct mfile *mf;
         int r = mf_open(path, 0, s->file_size, 0, &mf);
+        struct stat st;
+        if (r == -EINVAL && i == nn - 1 && stat(path, &st) == 0 && (size_t)st.st_size < s->file_size) {
+            log_warn("store: removing incompletely created index file %s", path);
+            unlink(path);
+            continue;
+        }
         if (r < 0) {
             log_error("store: index file %s not loaded: %s%s", path, strerror(-r),
                       r == -EINVAL ? " (size does not match maxHashSlotNum/maxIndexNum)" : "");

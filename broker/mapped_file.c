@@ -246,6 +246,20 @@ int mfq_load(struct mfq *q)
         snprintf(path, sizeof(path), "%s/%s", q->dir, nm);
         struct mfile *f;
         rc = mf_open(path, offs[i], q->file_size, 0, &f);
+        if (rc == -EINVAL && i == n - 1) {
+            struct stat st;
+            if (stat(path, &st) == 0 && (size_t)st.st_size < q->file_size) {
+                /* a crash during creation (preallocation) of the newest
+                 * segment: nothing was ever written to it */
+                log_warn("store: removing incompletely created segment %s (%lld of %zu bytes)", path,
+                         (long long)st.st_size, q->file_size);
+                if (unlink(path) < 0)
+                    rc = -errno;
+                else
+                    rc = 0;
+                break;
+            }
+        }
         if (rc < 0) {
             log_error("store: cannot load segment %s: %s%s", path, strerror(-rc),
                       rc == -EINVAL ? " (size differs from the configured segment size)" : "");

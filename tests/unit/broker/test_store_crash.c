@@ -123,7 +123,6 @@ static void run_round(int kill_after)
 
 START_TEST(sigkill_during_sync_puts)
 {
-    log_set_stderr(0);
     srand((unsigned)time(NULL));
     run_round(150 + rand() % 300);
     run_round(1 + rand() % 50);
