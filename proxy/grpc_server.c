@@ -132,6 +132,7 @@ struct px_grpc_server {
     ev_timer accept_retry;
     ev_prepare prep;
     ev_timer shut_timer;
+    ev_timer shut_done_timer;  /* runs the done callback from its own event */
     int shut_phase;            /* 0 running, 1 notice sent, 2 GOAWAY sent */
     double shut_rest;          /* grace left after the notice phase */
     void (*shut_done)(void *);
@@ -154,6 +155,7 @@ static void conn_close(struct conn *c, int failed, const char *fmt, ...)
 static void conn_mark_dirty(struct conn *c);
 static void server_destroy(struct px_grpc_server *srv);
 static void maybe_shutdown_done(struct px_grpc_server *srv);
+static void shut_done_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 void px_grpc_config_default(struct px_grpc_config *cfg)
 {
@@ -992,8 +994,8 @@ static void conn_flush(struct conn *c)
         buf_free(&c->out);
     if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
         if (c->goaway_err)
-            conn_close(c, 1, "protocol error (%s): %s", nghttp2_http2_strerror(c->goaway_code),
-                       c->err[0] ? c->err : "no detail");
+            conn_close(c, 1, "protocol error (%s)%s%s", nghttp2_http2_strerror(c->goaway_code),
+                       c->err[0] ? ": " : "", c->err);
         else
             conn_close(c, 0, "session finished");
         return;
@@ -1303,6 +1305,8 @@ struct px_grpc_server *px_grpc_server_new(struct ev_loop *loop, const struct px_
     ev_timer_init(&srv->accept_retry, accept_retry_cb, 0.1, 0.);
     srv->accept_retry.data = srv;
     srv->shut_timer.data = srv;
+    ev_timer_init(&srv->shut_done_timer, shut_done_cb, 0., 0.);
+    srv->shut_done_timer.data = srv;
     return srv;
 }
 
@@ -1319,11 +1323,19 @@ static void stop_listening(struct px_grpc_server *srv)
 static void maybe_shutdown_done(struct px_grpc_server *srv)
 {
     if (srv->shut_phase && !srv->conns && srv->shut_done) {
-        void (*done)(void *) = srv->shut_done;
-        srv->shut_done = NULL;
         ev_timer_stop(srv->loop, &srv->shut_timer);
-        done(srv->shut_arg);
+        ev_timer_start(srv->loop, &srv->shut_done_timer);
     }
+}
+
+/* Separate event so that `done` may free the server. */
+static void shut_done_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct px_grpc_server *srv = w->data;
+    void (*done)(void *) = srv->shut_done;
+    srv->shut_done = NULL;
+    if (done)
+        done(srv->shut_arg);
 }
 
 static void shut_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1397,6 +1409,7 @@ void px_grpc_server_free(struct px_grpc_server *srv)
         srv->shut_phase = 2;
     srv->shut_done = NULL;
     ev_timer_stop(srv->loop, &srv->shut_timer);
+    ev_timer_stop(srv->loop, &srv->shut_done_timer);
     while (srv->conns)
         conn_close(srv->conns, 0, "server stopped");
     ev_prepare_stop(srv->loop, &srv->prep);

@@ -131,13 +131,14 @@ int px_grpc_server_adopt(struct px_grpc_server *srv, int fd);
 /*
  * Graceful shutdown: stops accepting, sends GOAWAY, lets in-flight calls
  * finish for up to `grace` seconds, then closes what is left (handlers see
- * PX_GRPC_END_SHUTDOWN). `done` (optional) runs once every connection is
- * closed, possibly before this returns.
+ * PX_GRPC_END_SHUTDOWN). `done` (optional) runs from its own loop event once
+ * every connection is closed; it may free the server.
  */
 void px_grpc_server_shutdown(struct px_grpc_server *srv, double grace,
                              void (*done)(void *arg), void *arg);
 /* Closes all connections at once and frees the server (see header comment
- * about outstanding call references). */
+ * about outstanding call references). Not to be called from inside a
+ * handler callback. */
 void px_grpc_server_free(struct px_grpc_server *srv);
 void px_grpc_server_stats(const struct px_grpc_server *srv, struct px_grpc_stats *out);
 

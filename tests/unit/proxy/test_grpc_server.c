@@ -355,6 +355,8 @@ static void server_start(void)
     struct px_grpc_config cfg;
     px_grpc_config_default(&cfg);
     cfg.max_recv_msg = MAX_RECV;
+    cfg.handshake_timeout = 0.5;
+    cfg.idle_timeout = 1.5;
     S.srv = px_grpc_server_new(S.loop, &cfg);
     ck_assert_ptr_nonnull(S.srv);
     struct px_grpc_handler h;
@@ -506,7 +508,8 @@ static ssize_t c_read(nghttp2_session *s, int32_t sid, uint8_t *out, size_t leng
     size_t n = avail < length ? avail : length;
     if (ts->chunk && n > ts->chunk)
         n = ts->chunk;
-    memcpy(out, ts->tx.data + ts->tx_off, n);
+    if (n)
+        memcpy(out, ts->tx.data + ts->tx_off, n);
     ts->tx_off += n;
     if (ts->tx_off == ts->tx.len) {
         if (ts->tx_eof)
@@ -1180,6 +1183,43 @@ START_TEST(test_graceful_shutdown)
 }
 END_TEST
 
+START_TEST(test_silent_and_idle_connections)
+{
+    /* Connects and never sends the preface: dropped after handshake_timeout. */
+    int fd = tcp_connect();
+    ck_assert_int_ge(fd, 0);
+    double t0 = now_s(), end = t0 + 5;
+    int closed = 0;
+    while (!closed && now_s() < end) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        uint8_t rb[256];
+        if (poll(&p, 1, 50) > 0) {
+            ssize_t r = read(fd, rb, sizeof(rb));
+            closed = r == 0 || (r < 0 && errno == ECONNRESET);
+        }
+    }
+    close(fd);
+    ck_assert(closed);
+    ck_assert_double_ge(now_s() - t0, 0.4);
+
+    /* An HTTP/2 client without streams gets GOAWAY after idle_timeout. */
+    struct tclient *tc = tc_new();
+    struct tstream *ts = tc_call(tc, "/test.Echo/Echo", NULL, "x", 1, 1);
+    tc_wait_stream(tc, ts, 5);
+    t0 = now_s();
+    end = t0 + 5;
+    while (!tc->eof && now_s() < end)
+        tc_pump(tc, 20);
+    ck_assert(tc->got_goaway);
+    ck_assert(tc->eof);
+    ck_assert_double_ge(now_s() - t0, 1.0);
+    tc_free(tc);
+    struct px_grpc_stats st = srv_stats();
+    ck_assert_uint_eq(st.conns_open, 0);
+    ck_assert_uint_eq(st.conns_failed, 1);
+}
+END_TEST
+
 static Suite *grpc_suite(void)
 {
     Suite *s = suite_create("px_grpc");
@@ -1197,6 +1237,7 @@ static Suite *grpc_suite(void)
     tcase_add_test(tc, test_deadline);
     tcase_add_test(tc, test_many_concurrent_streams);
     tcase_add_test(tc, test_graceful_shutdown);
+    tcase_add_test(tc, test_silent_and_idle_connections);
     suite_add_tcase(s, tc);
     return s;
 }
