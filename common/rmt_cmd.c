@@ -622,7 +622,11 @@ int rmt_parse_addr(const char *addr, char *host, size_t hostlen, int *port)
     if (!colon || colon == addr)
         return -EINVAL;
     size_t hl = (size_t)(colon - addr);
-    if (hl >= hostlen)
+    if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']') {
+        addr++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= hostlen)
         return -EINVAL;
     char *end;
     errno = 0;

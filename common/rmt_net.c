@@ -135,6 +135,7 @@ static void addr_to_str(const struct sockaddr_storage *ss, char *out, size_t n)
 {
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
+    bool v6 = false;
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
         inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
@@ -143,8 +144,14 @@ static void addr_to_str(const struct sockaddr_storage *ss, char *out, size_t n)
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
         inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
         port = ntohs(s6->sin6_port);
+        v6 = !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr);
+        if (!v6) {
+            struct in_addr a4;
+            memcpy(&a4, &s6->sin6_addr.s6_addr[12], 4);
+            inet_ntop(AF_INET, &a4, host, sizeof host);
+        }
     }
-    snprintf(out, n, "%s:%d", host, port);
+    snprintf(out, n, v6 ? "[%s]:%d" : "%s:%d", host, port);
 }
 
 static void fill_names(rmt_conn *c)
