@@ -461,7 +461,7 @@ static int prepare(cli_producer *p, const struct cli_message *msgs, int n, bool 
             rc = cli_message_properties(&msgs[i], uid, &x->props);
             if (rc == -EINVAL)
                 log_error("producer: batch message %d: bad properties", i);
-            size_t need = 20 + msgs[i].body_len + x->props.len;
+            size_t need = 32 + msgs[i].body_len + x->props.len;
             if (!rc)
                 rc = buf_reserve(&x->body, need);
             if (!rc) {
