@@ -113,7 +113,7 @@ struct conn {
     ev_io rio, wio;
     ev_timer timer;
     double last_active;
-    double born;
+    double last_write;         /* start of a write stall, or last progress in it */
     uint64_t id;
     struct buf out;
     size_t out_off;
@@ -169,6 +169,7 @@ void px_grpc_config_default(struct px_grpc_config *cfg)
     cfg->max_connections = 20000;
     cfg->idle_timeout = 600.0;
     cfg->handshake_timeout = 10.0;
+    cfg->write_stall_timeout = 60.0;
     cfg->reuseport = 0;
 }
 
@@ -206,8 +207,6 @@ int px_grpc_server_register(struct px_grpc_server *srv, const char *path,
     srv->nmethods++;
     return 0;
 }
-
-/* ---- calls ---- */
 
 static void buf_trim(struct buf *b, size_t keep)
 {
@@ -729,8 +728,6 @@ static void call_rx(struct conn *c, struct px_grpc_call *call, const uint8_t *p,
     }
 }
 
-/* ---- nghttp2 callbacks ---- */
-
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct conn *c = user_data;
@@ -877,8 +874,6 @@ static int on_error(nghttp2_session *session, int lib_error_code, const char *ms
     return 0;
 }
 
-/* ---- connections ---- */
-
 static void conn_mark_dirty(struct conn *c)
 {
     if (c->dirty || c->closing)
@@ -976,6 +971,7 @@ static void conn_flush(struct conn *c)
             return;
         }
         c->out_off += (size_t)w;
+        c->last_write = ev_now(srv->loop);
         if (c->out_off < c->out.len)
             break;
         c->out.len = c->out_off = 0;
@@ -985,6 +981,7 @@ static void conn_flush(struct conn *c)
         ev_io_start(srv->loop, &c->wio);
         if (!c->read_paused) {
             c->read_paused = 1;
+            c->last_write = ev_now(srv->loop);
             ev_io_stop(srv->loop, &c->rio);
         }
         return;
@@ -1046,25 +1043,34 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     conn_flush(w->data);
 }
 
-/* Handshake deadline, then idle check. */
+/* Handshake deadline, then a periodic check for write stalls and idleness. */
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct conn *c = w->data;
-    struct px_grpc_server *srv = c->srv;
+    const struct px_grpc_config *cfg = &c->srv->cfg;
     double now = ev_now(loop);
     if (!c->got_preface) {
-        conn_close(c, 1, "no HTTP/2 preface within %.0f s", srv->cfg.handshake_timeout);
+        conn_close(c, 1, "no HTTP/2 preface within %.1f s", cfg->handshake_timeout);
         return;
     }
-    if (srv->cfg.idle_timeout <= 0)
+    if (cfg->write_stall_timeout > 0 && c->out.len > c->out_off &&
+        now - c->last_write >= cfg->write_stall_timeout) {
+        conn_close(c, 1, "peer has not read its socket for %.1f s", now - c->last_write);
         return;
-    if (c->nstreams == 0 && now - c->last_active >= srv->cfg.idle_timeout) {
-        log_debug("grpc: %s idle for %.0f s, sending GOAWAY", c->peer, srv->cfg.idle_timeout);
+    }
+    if (cfg->idle_timeout > 0 && c->nstreams == 0 && now - c->last_active >= cfg->idle_timeout) {
+        log_debug("grpc: %s idle for %.0f s, sending GOAWAY", c->peer, cfg->idle_timeout);
         nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
         conn_mark_dirty(c);
         return;
     }
-    double next = c->nstreams ? srv->cfg.idle_timeout : c->last_active + srv->cfg.idle_timeout - now;
+    double next = 0;
+    if (cfg->idle_timeout > 0)
+        next = c->nstreams ? cfg->idle_timeout : c->last_active + cfg->idle_timeout - now;
+    if (cfg->write_stall_timeout > 0 && (next == 0 || cfg->write_stall_timeout / 2 < next))
+        next = cfg->write_stall_timeout / 2;
+    if (next == 0)
+        return;
     if (next < 0.01)
         next = 0.01;
     ev_timer_set(w, next, 0.);
@@ -1140,7 +1146,7 @@ int px_grpc_server_adopt(struct px_grpc_server *srv, int fd)
         free(c);
         return -ENOMEM;
     }
-    c->born = c->last_active = ev_now(srv->loop);
+    c->last_active = c->last_write = ev_now(srv->loop);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     c->rio.data = c->wio.data = c;
@@ -1170,8 +1176,6 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     }
     ev_prepare_stop(loop, w);
 }
-
-/* ---- listening ---- */
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -1272,8 +1276,6 @@ uint16_t px_grpc_server_port(const struct px_grpc_server *srv)
 {
     return srv->port;
 }
-
-/* ---- server lifetime ---- */
 
 struct px_grpc_server *px_grpc_server_new(struct ev_loop *loop, const struct px_grpc_config *cfg)
 {

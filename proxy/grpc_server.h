@@ -101,6 +101,8 @@ struct px_grpc_config {
     uint32_t max_connections;        /* further connections are closed at accept */
     double idle_timeout;             /* seconds without streams before GOAWAY; 0 = never */
     double handshake_timeout;        /* seconds to receive the client preface */
+    double write_stall_timeout;      /* seconds the peer may leave our output
+                                        unread before we drop it; 0 = never */
     int reuseport;                   /* set SO_REUSEPORT on the listening socket */
 };
 

@@ -29,8 +29,6 @@
 #define SVC "/apache.rocketmq.v2.MessagingService/"
 #define MAX_RECV (256 * 1024)
 
-/* ---- server thread ---- */
-
 struct hstate {
     int route_calls;
     char route_client_id[64];
@@ -357,6 +355,7 @@ static void server_start(void)
     cfg.max_recv_msg = MAX_RECV;
     cfg.handshake_timeout = 0.5;
     cfg.idle_timeout = 1.5;
+    cfg.write_stall_timeout = 1.0;
     S.srv = px_grpc_server_new(S.loop, &cfg);
     ck_assert_ptr_nonnull(S.srv);
     struct px_grpc_handler h;
@@ -408,8 +407,6 @@ static void server_stop(void)
     pthread_mutex_destroy(&S.mu);
     pthread_cond_destroy(&S.cv);
 }
-
-/* ---- minimal nghttp2 client ---- */
 
 struct tstream {
     int32_t id;
@@ -708,8 +705,6 @@ static int next_msg(struct tstream *ts, size_t *off, const uint8_t **msg, size_t
     *off += 5 + l;
     return 1;
 }
-
-/* ---- tests ---- */
 
 START_TEST(test_unary_protobuf_roundtrip)
 {
@@ -1220,6 +1215,53 @@ START_TEST(test_silent_and_idle_connections)
 }
 END_TEST
 
+/* Writes whatever the client session has queued, never reads. */
+static void tc_write_only(struct tclient *tc)
+{
+    const uint8_t *d;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(tc->s, &d)) > 0)
+        ck_assert_int_eq(buf_append(&tc->out, d, (size_t)n), 0);
+    while (tc->out_off < tc->out.len) {
+        ssize_t w = send(tc->fd, tc->out.data + tc->out_off, tc->out.len - tc->out_off, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        tc->out_off += (size_t)w;
+    }
+}
+
+START_TEST(test_peer_not_reading)
+{
+    struct tclient *tc = tc_new();
+    ck_assert_int_eq(nghttp2_session_set_local_window_size(tc->s, NGHTTP2_FLAG_NONE, 0, 1 << 30), 0);
+    /* One normal call first, so the client has the server's SETTINGS and windows. */
+    struct tstream *first = tc_call(tc, "/test.Echo/Echo", NULL, "x", 1, 1);
+    tc_wait_stream(tc, first, 5);
+    size_t len = 200 * 1024;
+    uint8_t *payload = calloc(1, len);
+    ck_assert_ptr_nonnull(payload);
+    /* 12 MiB up (within the server's 16 MiB connection window), 12 MiB of
+     * responses back that pile up in socket buffers: the server must give up
+     * on this connection after write_stall_timeout instead of holding it. */
+    for (int i = 0; i < 60; i++)
+        tc_call(tc, "/test.Echo/Echo", NULL, payload, len, 1);
+    free(payload);
+    double end = now_s() + 15;
+    struct px_grpc_stats st;
+    do {
+        tc_write_only(tc);
+        usleep(20000);
+        st = srv_stats();
+    } while (st.conns_failed == 0 && now_s() < end);
+    ck_assert_uint_eq(st.conns_failed, 1);
+    ck_assert_uint_eq(st.conns_open, 0);
+    ck_assert_uint_eq(st.calls_live, 0);
+    ck_assert_int_gt(srv_h().echo_calls, 0);
+    tc_free(tc);
+    unary_echo_ok();
+}
+END_TEST
+
 static Suite *grpc_suite(void)
 {
     Suite *s = suite_create("px_grpc");
@@ -1238,6 +1280,7 @@ static Suite *grpc_suite(void)
     tcase_add_test(tc, test_many_concurrent_streams);
     tcase_add_test(tc, test_graceful_shutdown);
     tcase_add_test(tc, test_silent_and_idle_connections);
+    tcase_add_test(tc, test_peer_not_reading);
     suite_add_tcase(s, tc);
     return s;
 }
