@@ -23,6 +23,7 @@
 
 #include "acl.h"
 #include "buf.h"
+#include "config.h"
 #include "metadata.h"
 #include "remoting.h"
 #include "store.h"
@@ -83,6 +84,9 @@ struct pull_ctx;
 struct cm;
 struct reg;
 struct sched;
+struct adm;
+/* The daemon's configuration table (main.c). */
+extern const struct cfg_key brk_cfg_keys[];
 
 struct brk_stats {
     uint64_t put_msgs, put_bytes;
@@ -103,6 +107,7 @@ struct broker {
     struct cm *cm;
     struct reg *reg;
     struct sched *sched;
+    struct adm *adm;
     struct brk_stats stats;
     int64_t start_ms;
     uint64_t config_version;  /* bumped by UPDATE_BROKER_CONFIG */
