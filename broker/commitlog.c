@@ -1,6 +1,19 @@
 /*
  * Commitlog: space management, publication, flush, recovery and retention
  * over a queue of mapped segments (see commitlog.h).
+ *
+ * Segment allocation runs ahead of the writer (RocketMQ's
+ * AllocateMappedFileService): a background thread creates and preallocates
+ * the next segment file as soon as the writer enters a segment, hands it
+ * over, and then faults its pages into the page cache (read-populate, so
+ * nothing is dirtied or written twice). When the writer rolls it takes the
+ * ready segment under the put lock without touching the file system, and
+ * its stores hit resident pages. If the allocator is behind or failed, the
+ * writer waits for the file being created or creates it itself.
+ *
+ * A preallocated segment that never received a record holds only zeros;
+ * recovery truncates it away like any segment after the log end, and a
+ * clean close deletes it.
  */
 #include "commitlog.h"
 
@@ -23,6 +36,17 @@ struct commitlog {
     int64_t last_ts;        /* atomic: store time of the last committed record */
     int64_t flushed;        /* atomic */
     pthread_mutex_t flush_lock;
+
+    pthread_mutex_t al_mu;  /* allocator state below */
+    pthread_cond_t al_cv;
+    pthread_t al_thr;
+    int al_running;
+    int al_stop;            /* atomic */
+    int64_t al_want;        /* start of the next segment to prepare, -1 none */
+    int64_t al_busy;        /* start of the segment being created, -1 none */
+    struct mfile *al_ready; /* created, not yet taken (own reference) */
+    struct mfile *al_warm;  /* to populate from al_warm_pos first */
+    int64_t al_warm_pos;
 };
 
 int cl_open(const char *dir, size_t seg_size, struct commitlog **out)
@@ -42,7 +66,137 @@ int cl_open(const char *dir, size_t seg_size, struct commitlog **out)
     }
     cl->seg_size = seg_size;
     pthread_mutex_init(&cl->flush_lock, NULL);
+    pthread_mutex_init(&cl->al_mu, NULL);
+    pthread_cond_init(&cl->al_cv, NULL);
+    cl->al_want = cl->al_busy = -1;
     *out = cl;
+    return 0;
+}
+
+static void *alloc_main(void *arg)
+{
+    struct commitlog *cl = arg;
+    pthread_mutex_lock(&cl->al_mu);
+    for (;;) {
+        while (!cl->al_stop && !cl->al_warm && (cl->al_want < 0 || cl->al_ready))
+            pthread_cond_wait(&cl->al_cv, &cl->al_mu);
+        if (cl->al_stop)
+            break;
+        if (cl->al_warm) {
+            struct mfile *w = cl->al_warm;
+            int64_t pos = cl->al_warm_pos;
+            cl->al_warm = NULL;
+            pthread_mutex_unlock(&cl->al_mu);
+            int rc = mf_populate(w, pos, &cl->al_stop);
+            if (rc < 0)
+                log_warn("store: cannot prefault %s: %s", w->path, strerror(-rc));
+            mf_unref(w);
+            pthread_mutex_lock(&cl->al_mu);
+            continue;
+        }
+        int64_t from = cl->al_want;
+        cl->al_want = -1;
+        cl->al_busy = from;
+        pthread_mutex_unlock(&cl->al_mu);
+        struct mfile *f = NULL;
+        int rc = mfq_create(&cl->q, from, &f);
+        pthread_mutex_lock(&cl->al_mu);
+        cl->al_busy = -1;
+        if (rc == 0) {
+            mf_ref(f);
+            cl->al_ready = f;
+            cl->al_warm = f;
+            cl->al_warm_pos = 0;
+        }
+        pthread_cond_broadcast(&cl->al_cv);
+    }
+    pthread_mutex_unlock(&cl->al_mu);
+    return NULL;
+}
+
+/* Asks the allocator for the segment starting at from; al_mu held. */
+static void want_segment(struct commitlog *cl, int64_t from)
+{
+    if (!cl->al_running || (cl->al_ready && cl->al_ready->from == from) || cl->al_busy == from)
+        return;
+    if (cl->al_ready) {
+        mf_discard(cl->al_ready); /* not the one we need (log truncated) */
+        cl->al_ready = NULL;
+    }
+    cl->al_want = from;
+    pthread_cond_broadcast(&cl->al_cv);
+}
+
+int cl_start_allocator(struct commitlog *cl)
+{
+    pthread_mutex_lock(&cl->al_mu);
+    int rc = pthread_create(&cl->al_thr, NULL, alloc_main, cl);
+    if (rc == 0) {
+        cl->al_running = 1;
+        if (cl->cur) {
+            mf_ref(cl->cur);
+            cl->al_warm = cl->cur;
+            cl->al_warm_pos = cl->end - cl->cur->from;
+            want_segment(cl, cl->cur->from + (int64_t)cl->seg_size);
+        } else {
+            want_segment(cl, cl->end - cl->end % (int64_t)cl->seg_size);
+        }
+        pthread_cond_broadcast(&cl->al_cv);
+    }
+    pthread_mutex_unlock(&cl->al_mu);
+    if (rc != 0)
+        log_warn("store: cannot start the segment allocator (%s); segments are created on demand",
+                 strerror(rc));
+    return -rc;
+}
+
+void cl_stop_allocator(struct commitlog *cl)
+{
+    pthread_mutex_lock(&cl->al_mu);
+    int running = cl->al_running;
+    __atomic_store_n(&cl->al_stop, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&cl->al_cv);
+    pthread_mutex_unlock(&cl->al_mu);
+    if (running)
+        pthread_join(cl->al_thr, NULL);
+    pthread_mutex_lock(&cl->al_mu);
+    cl->al_running = 0;
+    if (cl->al_warm) {
+        mf_unref(cl->al_warm);
+        cl->al_warm = NULL;
+    }
+    if (cl->al_ready) {
+        mf_discard(cl->al_ready);
+        cl->al_ready = NULL;
+    }
+    pthread_mutex_unlock(&cl->al_mu);
+}
+
+/* Returns the segment starting at from (one reference, not yet in the
+ * queue): the allocator's if it has (or is making) it, else a new one. */
+static int take_segment(struct commitlog *cl, int64_t from, struct mfile **out)
+{
+    pthread_mutex_lock(&cl->al_mu);
+    while (cl->al_busy == from)
+        pthread_cond_wait(&cl->al_cv, &cl->al_mu);
+    struct mfile *f = NULL;
+    if (cl->al_ready && cl->al_ready->from == from) {
+        f = cl->al_ready;
+        cl->al_ready = NULL;
+    }
+    pthread_mutex_unlock(&cl->al_mu);
+    int rc = 0;
+    if (!f)
+        rc = mfq_create(&cl->q, from, &f);
+    if (rc == 0 && (rc = mfq_append(&cl->q, f)) < 0)
+        mf_discard(f);
+    if (rc < 0)
+        return rc;
+    mf_ref(f);
+    pthread_mutex_lock(&cl->al_mu);
+    want_segment(cl, from + (int64_t)cl->seg_size);
+    pthread_mutex_unlock(&cl->al_mu);
+    *out = f;
     return 0;
 }
 
@@ -50,9 +204,12 @@ void cl_close(struct commitlog *cl)
 {
     if (!cl)
         return;
+    cl_stop_allocator(cl);
     mf_unref(cl->cur);
     mfq_destroy(&cl->q);
     pthread_mutex_destroy(&cl->flush_lock);
+    pthread_mutex_destroy(&cl->al_mu);
+    pthread_cond_destroy(&cl->al_cv);
     free(cl);
 }
 
@@ -167,9 +324,10 @@ int cl_recover(struct commitlog *cl, int abnormal, int64_t cp_ts, int64_t *scan_
 static int roll(struct commitlog *cl)
 {
     int64_t from = cl->cur ? cl->cur->from + (int64_t)cl->seg_size : cl->end - cl->end % (int64_t)cl->seg_size;
-    struct mfile *nf = mfq_append_new(&cl->q, from);
-    if (!nf)
-        return -errno;
+    struct mfile *nf;
+    int rc = take_segment(cl, from, &nf);
+    if (rc < 0)
+        return rc;
     if (cl->cur) {
         /* seal the old segment with the blank marker covering its rest */
         int64_t pos = cl->end - cl->cur->from;
@@ -302,9 +460,10 @@ int cl_append_raw(struct commitlog *cl, int64_t off, const uint8_t *data, size_t
         int64_t from = cl->end - cl->end % (int64_t)cl->seg_size;
         if (cl->cur && cl->cur->from + (int64_t)cl->seg_size != from)
             return -EINVAL;
-        struct mfile *nf = mfq_append_new(&cl->q, from);
-        if (!nf)
-            return -errno;
+        struct mfile *nf;
+        int rc = take_segment(cl, from, &nf);
+        if (rc < 0)
+            return rc;
         if (cl->cur) {
             mf_set_wrote(cl->cur, (int64_t)cl->seg_size);
             mf_unref(cl->cur);

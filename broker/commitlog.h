@@ -29,6 +29,14 @@ void cl_close(struct commitlog *cl);
  * *scan_start receives the offset where the scan began. Returns 0/-errno. */
 int cl_recover(struct commitlog *cl, int abnormal, int64_t cp_ts, int64_t *scan_start);
 
+/* Starts the background segment allocator (after cl_recover): it prepares
+ * the next segment ahead of the writer and prefaults it. Without it
+ * segments are created on demand. Returns 0 or -errno (logged; the log
+ * still works). cl_close stops it. */
+int cl_start_allocator(struct commitlog *cl);
+/* Stops the allocator and deletes a prepared segment nobody used. */
+void cl_stop_allocator(struct commitlog *cl);
+
 /* Reserves n bytes at the end (rolling to a new segment if the record would
  * not fit), returning where to encode and its physical offset. Returns 0,
  * -E2BIG (larger than a segment allows) or -errno when a segment could not

@@ -172,6 +172,8 @@ static void *flush_main(void *arg)
             least = 0;
             last_thorough = now;
         }
+        if (s->cfg.test_flush_delay_ms > 0 && !stop)
+            usleep((useconds_t)s->cfg.test_flush_delay_ms * 1000);
         int64_t ts = 0;
         int rc = cl_flush(s->cl, least, &ts);
         if (rc == 1)

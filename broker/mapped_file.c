@@ -111,6 +111,35 @@ int64_t mf_dirty_pages(const struct mfile *f)
     return w / PAGE - fl / PAGE;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+int mf_populate(struct mfile *f, int64_t from_pos, const int *stop)
+{
+    const size_t chunk = 16u << 20;
+    size_t pos = (size_t)(from_pos < 0 ? 0 : from_pos) & ~(size_t)(PAGE - 1);
+    int madv_ok = 1;
+    while (pos < f->size) {
+        if (stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))
+            return 0;
+        size_t n = f->size - pos < chunk ? f->size - pos : chunk;
+        if (madv_ok && madvise(f->base + pos, n, MADV_POPULATE_READ) == 0) {
+            pos += n;
+            continue;
+        }
+        if (madv_ok && errno != EINVAL && errno != EINTR)
+            return -errno;
+        if (madv_ok && errno == EINTR)
+            continue;
+        madv_ok = 0; /* kernel before 5.14: touch one byte per page */
+        for (size_t o = 0; o < n; o += PAGE)
+            (void)*(volatile const uint8_t *)(f->base + pos + o);
+        pos += n;
+    }
+    return 0;
+}
+
 int64_t mf_zero_tail(struct mfile *f, int64_t from_pos)
 {
     if (from_pos < 0 || from_pos >= (int64_t)f->size)
@@ -346,39 +375,58 @@ struct mfile *mfq_find(struct mfq *q, int64_t off)
     return f;
 }
 
-struct mfile *mfq_append_new(struct mfq *q, int64_t from)
+int mfq_create(struct mfq *q, int64_t from, struct mfile **out)
 {
     char path[4096], nm[21];
     mf_name(from, nm);
     snprintf(path, sizeof(path), "%s/%s", q->dir, nm);
-    pthread_mutex_lock(&q->lock);
-    if (q->n && q->v[q->n - 1]->from + (int64_t)q->file_size != from) {
-        pthread_mutex_unlock(&q->lock);
-        errno = EINVAL;
-        return NULL;
-    }
-    struct mfile *f;
-    int rc = mf_open(path, from, q->file_size, 1, &f);
+    int rc = mf_open(path, from, q->file_size, 1, out);
     if (rc == -EEXIST) {
-        /* a leftover from an earlier truncation: its content is stale */
+        /* a leftover from an earlier truncation or an unused preallocated
+         * segment: its content is stale */
         if (unlink(path) == 0)
-            rc = mf_open(path, from, q->file_size, 1, &f);
+            rc = mf_open(path, from, q->file_size, 1, out);
     }
-    if (rc < 0) {
-        pthread_mutex_unlock(&q->lock);
+    if (rc < 0)
         log_error("store: cannot create segment %s: %s", path, strerror(-rc));
+    return rc;
+}
+
+void mf_discard(struct mfile *f)
+{
+    if (!f)
+        return;
+    mark_removed(f);
+    mf_unref(f);
+}
+
+int mfq_append(struct mfq *q, struct mfile *f)
+{
+    pthread_mutex_lock(&q->lock);
+    if (f->size != q->file_size || (q->n && q->v[q->n - 1]->from + (int64_t)q->file_size != f->from)) {
+        pthread_mutex_unlock(&q->lock);
+        return -EINVAL;
+    }
+    int rc = push(q, f);
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
+struct mfile *mfq_append_new(struct mfq *q, int64_t from)
+{
+    struct mfile *f;
+    int rc = mfq_create(q, from, &f);
+    if (rc < 0) {
         errno = -rc;
         return NULL;
     }
-    if (push(q, f) < 0) {
-        pthread_mutex_unlock(&q->lock);
-        mark_removed(f);
+    mf_ref(f);
+    if ((rc = mfq_append(q, f)) < 0) {
         mf_unref(f);
-        errno = ENOMEM;
+        mf_discard(f);
+        errno = -rc;
         return NULL;
     }
-    mf_ref(f);
-    pthread_mutex_unlock(&q->lock);
     return f;
 }
 

@@ -48,6 +48,12 @@ static inline int64_t mf_flushed(const struct mfile *f) { return __atomic_load_n
 int mf_flush(struct mfile *f, int64_t upto);
 /* Number of dirty pages between flushed and wrote. */
 int64_t mf_dirty_pages(const struct mfile *f);
+/* Faults [from_pos, size) of the mapping into memory without dirtying it
+ * (MADV_POPULATE_READ, or one read per page on older kernels) so a later
+ * writer takes at most a cheap write-protect fault instead of a page-cache
+ * miss. Works in chunks and gives up early when *stop becomes nonzero.
+ * Returns 0 or -errno. */
+int mf_populate(struct mfile *f, int64_t from_pos, const int *stop);
 /* Zeroes any non-zero bytes in [from_pos, size) and flushes them: used by
  * recovery so stale bytes after a truncation point never resurface.
  * Returns the length of the span that held data (0 if clean) or -errno. */
@@ -81,6 +87,17 @@ struct mfile *mfq_find(struct mfq *q, int64_t off);
 /* Creates and appends the segment starting at from (must follow the last).
  * Returns it with a reference, or NULL (errno set). */
 struct mfile *mfq_append_new(struct mfq *q, int64_t from);
+/* Appends an already created segment (from mf_create) to the queue; it must
+ * follow the last one. The queue takes over the caller's reference; on
+ * failure (-EINVAL, -ENOMEM) the reference stays with the caller. */
+int mfq_append(struct mfq *q, struct mfile *f);
+/* Creates and preallocates a new segment file at from in the queue's
+ * directory without adding it (a stale leftover of that name is replaced).
+ * Returns 0 and *out (one reference), or -errno. */
+int mfq_create(struct mfq *q, int64_t from, struct mfile **out);
+/* Unlinks a segment that never joined (or left) its queue and drops the
+ * caller's reference. */
+void mf_discard(struct mfile *f);
 /* Returns the i-th segment with a reference or NULL. */
 struct mfile *mfq_at(struct mfq *q, size_t i);
 size_t mfq_count(struct mfq *q);

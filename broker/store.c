@@ -374,18 +374,34 @@ static long dispatch_available(struct store *s)
     return n;
 }
 
+/* The dispatch thread polls every DISPATCH_POLL_US while the log is busy
+ * (no wake-up syscall on the put path) and falls back to sleeping on
+ * disp_cv, signalled by puts, after DISPATCH_IDLE_MS without new records. */
+#define DISPATCH_POLL_US 1000
+#define DISPATCH_IDLE_MS 50
+
 static void *dispatch_main(void *arg)
 {
     struct store *s = arg;
+    int64_t last_work = store_mono_ms();
     for (;;) {
-        dispatch_available(s);
+        long n = dispatch_available(s);
+        if (n > 0)
+            last_work = store_mono_ms();
         flush_expire_waiters(s);
-        pthread_mutex_lock(&s->disp_mu);
-        if (LD(s->stopping) && LD(s->reput) >= cl_max_offset(s->cl)) {
-            pthread_mutex_unlock(&s->disp_mu);
+        if (LD(s->stopping) && LD(s->reput) >= cl_max_offset(s->cl))
             break;
+        if (n > 0)
+            continue;
+        if (!LD(s->stopping) && store_mono_ms() - last_work < DISPATCH_IDLE_MS) {
+            usleep(DISPATCH_POLL_US);
+            continue;
         }
-        ST(s->disp_sleeping, 1);
+        pthread_mutex_lock(&s->disp_mu);
+        __atomic_store_n(&s->disp_sleeping, 1, __ATOMIC_SEQ_CST);
+        /* pairs with the fence in wake_dispatch: either the put sees the
+         * flag, or this check sees the put's commit */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (LD(s->reput) >= cl_max_offset(s->cl) && !LD(s->stopping)) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -404,7 +420,8 @@ static void *dispatch_main(void *arg)
 
 static void wake_dispatch(struct store *s)
 {
-    if (LD(s->disp_sleeping)) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&s->disp_sleeping, __ATOMIC_SEQ_CST)) {
         pthread_mutex_lock(&s->disp_mu);
         pthread_cond_signal(&s->disp_cv);
         pthread_mutex_unlock(&s->disp_mu);
@@ -617,6 +634,7 @@ int store_open(const struct store_config *cfg, struct store **out)
         return rc;
     }
     int64_t log_end = cl_max_offset(s->cl), log_min = cl_min_offset(s->cl);
+    cl_start_allocator(s->cl);
     int64_t idx_rebuild = INT64_MAX;
     if (cfg->message_index_enable) {
         snprintf(path, sizeof(path), "%s/index", s->root);
@@ -853,18 +871,23 @@ static enum store_put_status put_many(struct store *s, struct put_src *src, stru
     int32_t crc0 = count == 1 ? msg_body_crc(m.body, m.body_len) : 0;
     size_t tlen = strlen(topic);
 
+    uint32_t qh = qhash(topic, tlen, qid);
     pthread_mutex_lock(&s->put_lock);
-    struct qent *q = qacquire(s, topic, tlen, qid, 0);
-    if (!q) {
-        pthread_mutex_unlock(&s->put_lock);
-        return fail(r, STORE_PUT_UNKNOWN_ERROR, "out of memory");
+    struct qent *q = s->put_cache[qh & 255];
+    if (!q || q->hash != qh || q->qid != qid || q->topic_len != tlen || memcmp(q->topic, topic, tlen) != 0) {
+        q = qacquire(s, topic, tlen, qid, 0);
+        if (!q) {
+            pthread_mutex_unlock(&s->put_lock);
+            return fail(r, STORE_PUT_UNKNOWN_ERROR, "out of memory");
+        }
+        pthread_rwlock_unlock(&s->qlock); /* q stays valid under the put lock */
+        s->put_cache[qh & 255] = q;
     }
     int64_t store_ts = store_now(s);
     uint8_t *dst;
     int64_t phys;
     rc = cl_reserve(s->cl, (uint32_t)total, &dst, &phys);
     if (rc < 0) {
-        pthread_rwlock_unlock(&s->qlock);
         pthread_mutex_unlock(&s->put_lock);
         log_error("store: cannot allocate commitlog space: %s", strerror(-rc));
         return fail(r, rc == -E2BIG ? STORE_PUT_MESSAGE_ILLEGAL : STORE_PUT_CREATE_MAPPED_FILE_FAILED,
@@ -901,7 +924,6 @@ static enum store_put_status put_many(struct store *s, struct put_src *src, stru
         if (w <= 0) {
             /* cannot happen after the checks above; the space stays unused
              * garbage-free because nothing was committed */
-            pthread_rwlock_unlock(&s->qlock);
             pthread_mutex_unlock(&s->put_lock);
             log_error("store: record encoding failed unexpectedly: %s", strerror(-w));
             return fail(r, STORE_PUT_UNKNOWN_ERROR, "record encoding failed");
@@ -917,7 +939,6 @@ static enum store_put_status put_many(struct store *s, struct put_src *src, stru
     }
     q->next_put = qoff;
     cl_commit(s->cl, store_ts);
-    pthread_rwlock_unlock(&s->qlock);
     pthread_mutex_unlock(&s->put_lock);
     (void)qoff0;
 
@@ -1327,6 +1348,7 @@ int store_delete_topic(struct store *s, const char *topic)
     size_t tl = strlen(topic);
     int n = 0;
     pthread_mutex_lock(&s->put_lock);
+    memset(s->put_cache, 0, sizeof(s->put_cache));
     pthread_rwlock_wrlock(&s->qlock);
     for (size_t i = 0; i < s->qcap; i++) {
         struct qent **pp = &s->qtab[i];

@@ -76,6 +76,10 @@ struct store_config {
     void *clock_ud;
     store_disk_fn disk_probe;              /* optional; default statvfs */
     void *disk_probe_ud;
+    /* Test hook, 0 in production: the commitlog flush thread sleeps this
+     * many ms before every flush, so tests can provoke FLUSH_DISK_TIMEOUT
+     * deterministically (set it above sync_flush_timeout_ms). */
+    int test_flush_delay_ms;
 };
 
 void store_config_defaults(struct store_config *cfg);

@@ -43,6 +43,10 @@ struct store {
     struct idx_service *idx;
 
     pthread_mutex_t put_lock;
+    /* put lock: direct-mapped cache of queue entries for the put path, so a
+     * put does not touch qlock (entries are only freed under the put lock,
+     * which also clears this cache) */
+    struct qent *put_cache[256];
     pthread_rwlock_t qlock;
     struct qent **qtab;
     size_t qcap, qcount;
@@ -53,7 +57,7 @@ struct store {
 
     pthread_mutex_t disp_mu;
     pthread_cond_t disp_cv;
-    int disp_sleeping;    /* atomic */
+    int disp_sleeping;    /* atomic: puts must signal disp_cv */
     int64_t reput;        /* atomic: dispatched up to here */
     int64_t logics_ts;    /* atomic: store time of the last dispatched record */
 

@@ -28,12 +28,8 @@ static void crc_init(void)
     __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
 }
 
-uint32_t msg_crc32(uint32_t crc, const void *data, size_t len)
+static uint32_t crc32_table(uint32_t crc, const uint8_t *p, size_t len)
 {
-    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
-        crc_init(); /* idempotent: concurrent callers compute identical tables */
-    const uint8_t *p = data;
-    crc = ~crc;
     while (len && ((uintptr_t)p & 7)) {
         crc = crc_tab[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
         len--;
@@ -55,7 +51,92 @@ uint32_t msg_crc32(uint32_t crc, const void *data, size_t len)
     }
     while (len--)
         crc = crc_tab[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return ~crc;
+    return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+/* Carry-less multiplication folding (Intel, "Fast CRC Computation for
+ * Generic Polynomials Using PCLMULQDQ"), bit-reflected CRC-32/IEEE. Takes
+ * and returns the non-inverted register; len is a multiple of 16, >= 64.
+ * The constants are x^(k) mod P for the fold distances 4*128+-32, 128+-32
+ * and 64, then the Barrett pair (floor(x^64 / P), P). */
+__attribute__((target("pclmul,sse4.1")))
+static uint32_t crc32_clmul(uint32_t crc, const uint8_t *p, size_t len)
+{
+    const __m128i k_fold4 = _mm_set_epi64x(0x01c6e41596LL, 0x0154442bd4LL);
+    const __m128i k_fold1 = _mm_set_epi64x(0x00ccaa009eLL, 0x01751997d0LL);
+    const __m128i k_64 = _mm_set_epi64x(0, 0x0163cd6124LL);
+    const __m128i k_barrett = _mm_set_epi64x(0x01f7011641LL, 0x01db710641LL);
+    const __m128i low32 = _mm_setr_epi32(-1, 0, -1, 0);
+
+    __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_cvtsi32_si128((int)crc));
+    __m128i b = _mm_loadu_si128((const __m128i *)(p + 16));
+    __m128i c = _mm_loadu_si128((const __m128i *)(p + 32));
+    __m128i d = _mm_loadu_si128((const __m128i *)(p + 48));
+    p += 64;
+    len -= 64;
+    while (len >= 64) {
+        __m128i a0 = _mm_clmulepi64_si128(a, k_fold4, 0x00), a1 = _mm_clmulepi64_si128(a, k_fold4, 0x11);
+        __m128i b0 = _mm_clmulepi64_si128(b, k_fold4, 0x00), b1 = _mm_clmulepi64_si128(b, k_fold4, 0x11);
+        __m128i c0 = _mm_clmulepi64_si128(c, k_fold4, 0x00), c1 = _mm_clmulepi64_si128(c, k_fold4, 0x11);
+        __m128i d0 = _mm_clmulepi64_si128(d, k_fold4, 0x00), d1 = _mm_clmulepi64_si128(d, k_fold4, 0x11);
+        a = _mm_xor_si128(_mm_xor_si128(a0, a1), _mm_loadu_si128((const __m128i *)p));
+        b = _mm_xor_si128(_mm_xor_si128(b0, b1), _mm_loadu_si128((const __m128i *)(p + 16)));
+        c = _mm_xor_si128(_mm_xor_si128(c0, c1), _mm_loadu_si128((const __m128i *)(p + 32)));
+        d = _mm_xor_si128(_mm_xor_si128(d0, d1), _mm_loadu_si128((const __m128i *)(p + 48)));
+        p += 64;
+        len -= 64;
+    }
+    /* four lanes into one */
+    a = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(a, k_fold1, 0x00), _mm_clmulepi64_si128(a, k_fold1, 0x11)), b);
+    a = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(a, k_fold1, 0x00), _mm_clmulepi64_si128(a, k_fold1, 0x11)), c);
+    a = _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(a, k_fold1, 0x00), _mm_clmulepi64_si128(a, k_fold1, 0x11)), d);
+    while (len >= 16) {
+        __m128i x = _mm_xor_si128(_mm_clmulepi64_si128(a, k_fold1, 0x00), _mm_clmulepi64_si128(a, k_fold1, 0x11));
+        a = _mm_xor_si128(x, _mm_loadu_si128((const __m128i *)p));
+        p += 16;
+        len -= 16;
+    }
+    /* 128 -> 64 bits */
+    __m128i t = _mm_clmulepi64_si128(a, k_fold1, 0x10);
+    a = _mm_xor_si128(_mm_srli_si128(a, 8), t);
+    t = _mm_srli_si128(a, 4);
+    a = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(a, low32), k_64, 0x00), t);
+    /* Barrett reduction to 32 bits */
+    t = _mm_clmulepi64_si128(_mm_and_si128(a, low32), k_barrett, 0x10);
+    t = _mm_clmulepi64_si128(_mm_and_si128(t, low32), k_barrett, 0x00);
+    a = _mm_xor_si128(a, t);
+    return (uint32_t)_mm_extract_epi32(a, 1);
+}
+
+static int clmul_ok = -1;
+#endif
+
+uint32_t msg_crc32(uint32_t crc, const void *data, size_t len)
+{
+    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
+        crc_init(); /* idempotent: concurrent callers compute identical tables */
+    const uint8_t *p = data;
+    crc = ~crc;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (len >= 64) {
+        int ok = __atomic_load_n(&clmul_ok, __ATOMIC_RELAXED);
+        if (ok < 0) {
+            __builtin_cpu_init();
+            ok = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+            __atomic_store_n(&clmul_ok, ok, __ATOMIC_RELAXED);
+        }
+        if (ok) {
+            size_t n = len & ~(size_t)15;
+            crc = crc32_clmul(crc, p, n);
+            p += n;
+            len -= n;
+        }
+    }
+#endif
+    return ~crc32_table(crc, p, len);
 }
 
 int32_t msg_body_crc(const void *data, size_t len)
