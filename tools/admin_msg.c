@@ -251,8 +251,18 @@ int adm_send_message(struct adm *a)
     memset(&r, 0, sizeof r);
     int rc = cli_send_sync(p, &m, &r);
     cli_producer_free(p);
-    if (rc == -ENOENT)
-        return adm_fail(a, "topic '%s' does not exist (no route on %s)", m.topic, a->ns);
+    if (rc == -ENOENT) {
+        struct cli_route *rt = NULL;
+        char rerr[ADM_ERR_MAX];
+        int lrc = cli_route_get_sync(c, m.topic, &rt, rerr, sizeof rerr);
+        int nwrite = rt ? rt->nwrite : 0;
+        cli_route_free(rt);
+        if (lrc == 0 && nwrite == 0)
+            return adm_fail(a, "sending to '%s' failed: the topic has no writable queue (is the write "
+                               "permission of its brokers wiped? see addWritePerm)", m.topic);
+        if (lrc == -ENOENT)
+            return adm_fail(a, "topic '%s' does not exist (no route on %s)", m.topic, a->ns);
+    }
     if (rc == -EINVAL && !r.errmsg[0])
         return adm_fail(a, "the message was refused locally (bad topic, tag or key)");
     if (rc)
