@@ -111,15 +111,17 @@ bin_of() {
 
 pidfile() { echo "$DIR/pids/$1.pid"; }
 
-# True if the pid in the node's pid file is alive and still runs our binary
-# (a recycled pid of some other program is never signalled).
+# Prints the pid of the node if its pid file names a live process that still
+# runs the binary `up` started (a recycled pid of some other program is never
+# signalled, and `down` needs no NAMESRV_BIN/... to find the daemons).
 node_pid() {
   local f; f=$(pidfile "$1")
   [ -f "$f" ] || return 1
   local pid; pid=$(cat "$f")
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
   local exe; exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
-  local want; want=$(readlink -f "$(bin_of "$1")" 2>/dev/null || true)
+  local want=""
+  [ -f "$DIR/pids/$1.bin" ] && want=$(cat "$DIR/pids/$1.bin")
   [ -z "$exe" ] || [ -z "$want" ] || [ "${exe% (deleted)}" = "$want" ] || return 1
   echo "$pid"
 }
@@ -132,7 +134,10 @@ wait_listen() { # node host port
   local deadline=$((SECONDS + START_TIMEOUT))
   while [ $SECONDS -lt $deadline ]; do
     tcp_open "$2" "$3" && return 0
-    node_pid "$1" >/dev/null || { tail -n 20 "$DIR/logs/$1.log" >&2; die "$1 exited during start; log: $DIR/logs/$1.log"; }
+    # Plain liveness: right after the fork the pid may still be running
+    # bash or `ip netns exec` on its way to exec the daemon.
+    kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null ||
+      { tail -n 20 "$DIR/logs/$1.log" >&2; die "$1 exited during start; log: $DIR/logs/$1.log"; }
     sleep 0.1
   done
   tail -n 20 "$DIR/logs/$1.log" >&2
@@ -199,6 +204,7 @@ start_node() {
     "$bin" "${args[@]}" </dev/null >>"$DIR/logs/$node.log" 2>&1 9>&- &
   fi
   echo $! >"$(pidfile "$node")"
+  readlink -f "$bin" >"$DIR/pids/$node.bin"
 }
 
 cmd_up() {
@@ -216,7 +222,7 @@ cmd_up() {
   if [ -s "$DIR/manifest" ]; then die "$DIR/manifest lists objects of an earlier run; run 'down' first"; fi
   mkdir -p "$DIR/pids" "$DIR/logs" "$DIR/store"
   # A failed start leaves nothing running and nothing created behind.
-  trap 'st=$?; if [ $st -ne 0 ]; then note "start failed; cleaning up"; (cmd_down) || true; fi' EXIT
+  trap 'st=$?; if [ $st -ne 0 ]; then note "start failed; cleaning up"; exec 9>&-; cmd_down || true; fi' EXIT
   echo "$MODE" >"$DIR/mode"
   echo "$PORT_BASE" >"$DIR/port-base"
   : >"$DIR/manifest"
@@ -285,7 +291,7 @@ cmd_down() {
   stop_pids "${first[@]}"
   stop_pids "${last[@]}"
   [ "${#stopped[@]}" -eq 0 ] || note "stopped ${stopped[*]}"
-  rm -f "$DIR"/pids/*.pid
+  rm -f "$DIR"/pids/*.pid "$DIR"/pids/*.bin
   if [ -f "$DIR/manifest" ]; then
     # Reverse order: node namespaces (and their veths), the host veth, then
     # the bridge namespace.

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# End-to-end test of the compose topology run by deploy/local-cluster.sh:
+#  - `up` starts 2 nameservers, broker-a and broker-b (master + slave each)
+#    and, when built, the proxy; `status` shows each node running;
+#  - clusterList shows all four brokers (masters and slaves) registered;
+#  - `rmqadmin updateTopic -c DefaultCluster` creates a topic whose route
+#    has queues on broker-a and on broker-b;
+#  - messages sent are consumed back, with the same bodies, from both
+#    brokers (write permission of broker-a is wiped for half of the sends,
+#    so the other half must go to broker-b). They are sent and consumed with
+#    rmqadmin against the brokers: no gRPC client is available to the tests
+#    to go through the proxy;
+#  - `down` stops every daemon gracefully (each logs its clean stop) and
+#    leaves no process, namespace or link behind.
+# Root: network-namespace mode (each node at its compose address); else
+# loopback mode. Exits 77 (SKIP) when the broker or rmqadmin is not built.
+# Environment (from meson): LOCAL_CLUSTER_SH, NAMESRV_BIN, BROKER_BIN,
+# RMQADMIN_BIN, PROXY_BIN (optional).
+set -uo pipefail
+
+for v in LOCAL_CLUSTER_SH NAMESRV_BIN; do
+  [ -n "${!v:-}" ] || { echo "$v is not set (run through meson test)"; exit 1; }
+done
+for v in BROKER_BIN RMQADMIN_BIN; do
+  if [ -z "${!v:-}" ] || [ ! -x "${!v}" ]; then
+    echo "SKIP: $v is not built; the local cluster cannot be tested"
+    exit 77
+  fi
+done
+if [ -n "${PROXY_BIN:-}" ] && [ ! -x "$PROXY_BIN" ]; then unset PROXY_BIN; fi
+export NAMESRV_BIN BROKER_BIN
+export PROXY_BIN=${PROXY_BIN:-/nonexistent/proxy}
+
+export LOCAL_CLUSTER_DIR
+LOCAL_CLUSTER_DIR=$(mktemp -d /tmp/rmq-local-cluster-XXXXXX)
+export LOCAL_CLUSTER_PORT_BASE=$((20000 + ($$ % 200) * 60))
+started=0
+cleanup() {
+  if [ $started -eq 1 ]; then "$LOCAL_CLUSTER_SH" down >/dev/null 2>&1 || true; fi
+  rm -rf "$LOCAL_CLUSTER_DIR"
+}
+trap cleanup EXIT
+
+fail() {
+  {
+    echo "FAIL: $*"
+    for f in "$LOCAL_CLUSTER_DIR"/logs/*.log; do
+      [ -f "$f" ] || continue
+      echo "--- last lines of $(basename "$f")"; tail -n 15 "$f"
+    done
+  } >&2
+  exit 1
+}
+ok() { echo "ok: $*"; }
+
+t0=$SECONDS
+started=1
+"$LOCAL_CLUSTER_SH" up || fail "local-cluster.sh up failed"
+mode=$(cat "$LOCAL_CLUSTER_DIR/mode")
+ok "up in ${mode} mode in $((SECONDS - t0)) s"
+
+status=$("$LOCAL_CLUSTER_SH" status) || fail "status failed"
+nodes=(namesrv-1 namesrv-2 broker-a-master broker-a-slave broker-b-master broker-b-slave)
+[ "$PROXY_BIN" = /nonexistent/proxy ] || nodes+=(proxy)
+for n in "${nodes[@]}"; do
+  echo "$status" | grep -Eq "^$n +running +[0-9]+ +[0-9.:]+ +yes$" || fail "status does not show $n running and listening:
+$status"
+done
+ok "status: ${#nodes[@]} nodes running and listening"
+
+pids=()
+for n in "${nodes[@]}"; do pids+=("$(cat "$LOCAL_CLUSTER_DIR/pids/$n.pid")"); done
+
+eval "$("$LOCAL_CLUSTER_SH" env)"
+export NAMESRV_ADDR
+A=$RMQADMIN_BIN
+
+# Every broker, slaves included, registers with both nameservers at start.
+for ns in ${NAMESRV_ADDR//;/ }; do
+  deadline=$((SECONDS + 15))
+  while :; do
+    out=$("$A" clusterList -n "$ns" 2>&1)
+    n=$(echo "$out" | grep -cE '^DefaultCluster +broker-[ab] +[01] ')
+    [ "$n" -eq 4 ] && break
+    [ $SECONDS -lt $deadline ] || fail "nameserver $ns lists $n of 4 brokers:
+$out"
+    sleep 0.2
+  done
+done
+ok "both nameservers list broker-a and broker-b, master and slave"
+
+topic=DeployTest$$
+"$A" updateTopic -c DefaultCluster -t "$topic" -r 4 -w 4 || fail "updateTopic -c DefaultCluster failed"
+deadline=$((SECONDS + 15))
+while :; do
+  route=$("$A" topicRoute -t "$topic" 2>&1)
+  if echo "$route" | grep -Eq '^broker-a +4 +4 +6 ' && echo "$route" | grep -Eq '^broker-b +4 +4 +6 '; then break; fi
+  [ $SECONDS -lt $deadline ] || fail "topicRoute does not show 4 queues on both brokers:
+$route"
+  sleep 0.2
+done
+ok "topic $topic spans broker-a and broker-b (4 queues each)"
+
+send() { # body
+  local out
+  out=$("$A" sendMessage -t "$topic" -p "$1" --json 2>&1) || fail "sendMessage '$1' failed: $out"
+  echo "$out" | grep -q '"SendStatus": "SEND_OK"' || fail "sendMessage '$1': $out"
+  echo "$out" | sed -n 's/.*"Broker": "\(broker-[ab]\)".*/\1/p'
+}
+declare -A sent_to
+for i in 1 2 3; do sent_to[m$i-$$]=$(send "m$i-$$") || exit 1; done
+"$A" wipeWritePerm -b broker-a >/dev/null || fail "wipeWritePerm broker-a failed"
+for i in 4 5 6; do
+  b=$(send "m$i-$$") || exit 1
+  [ "$b" = broker-b ] || fail "with broker-a read-only, message m$i went to '$b'"
+  sent_to[m$i-$$]=$b
+done
+"$A" addWritePerm -b broker-a >/dev/null || fail "addWritePerm broker-a failed"
+ok "6 messages sent (3 of them while broker-a was read-only, all to broker-b)"
+
+consumed=$("$A" consumeMessage -t "$topic" -g DeployTestGroup$$ -c 6 --idle 5000 --json 2>&1) \
+  || fail "consumeMessage failed: $consumed"
+for body in "${!sent_to[@]}"; do
+  echo "$consumed" | grep -q "\"Body\": \"$body\"" || fail "message $body was not consumed:
+$consumed"
+done
+got=$(echo "$consumed" | grep -c '"Body": ')
+[ "$got" -eq 6 ] || fail "consumed $got messages, want 6"
+for b in broker-a broker-b; do
+  echo "$consumed" | grep -q "\"Broker\": \"$b\"" || fail "nothing consumed from $b"
+done
+ok "all 6 messages consumed back, from broker-a and broker-b"
+
+t1=$SECONDS
+down=$("$LOCAL_CLUSTER_SH" down 2>&1) || fail "down failed: $down"
+started=0
+echo "$down"
+ok "down in $((SECONDS - t1)) s"
+echo "$down" | grep -q SIGKILL && fail "down had to SIGKILL a daemon"
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null && fail "pid $p is still alive after down"
+done
+ok "no daemon pid alive (${pids[*]})"
+for n in "${nodes[@]}"; do
+  case $n in namesrv-*) want="nameserver stopped" ;; broker-*) want="broker stopped" ;; *) want="stopped" ;; esac
+  tail -n 5 "$LOCAL_CLUSTER_DIR/logs/$n.log" | grep -q "$want" || fail "$n did not log a clean stop"
+done
+ok "every daemon logged a clean stop after SIGTERM"
+if command -v ip >/dev/null 2>&1; then
+  left=$(ip netns list 2>/dev/null | grep '^rmqlc-' || true)
+  [ -z "$left" ] || fail "namespaces left behind: $left"
+  ip link show rmqlc-host >/dev/null 2>&1 && fail "link rmqlc-host left behind"
+  ok "ip netns list has no rmqlc-* namespace, no rmqlc-host link"
+fi
+[ -e "$LOCAL_CLUSTER_DIR/manifest" ] && fail "manifest left behind"
+ls "$LOCAL_CLUSTER_DIR"/pids/*.pid >/dev/null 2>&1 && fail "pid files left behind"
+echo "local cluster test passed in $((SECONDS - t0)) s ($mode mode)"
+exit 0
