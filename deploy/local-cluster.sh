@@ -2,8 +2,9 @@
 # Runs the docker-compose topology (deploy/docker-compose.yml) without Docker:
 # 2 nameservers, broker-a and broker-b (master + slave each) and the proxy, as
 # separate processes started from the very same deploy/conf/*.yaml files.
-# Only addresses, ports, store paths and the commitlog segment size are
-# overridden, with --set, so the files stay exactly what the containers read.
+# Only addresses, ports, adminAllowList (netns mode: the cluster subnet),
+# store paths and the commitlog segment size are overridden, with --set, so
+# the files stay exactly what the containers read.
 #
 #   deploy/local-cluster.sh up       start every node (waits until all listen)
 #   deploy/local-cluster.sh down     stop every node, delete what `up` created
@@ -47,9 +48,13 @@ BROKER_BIN=${BROKER_BIN:-$top/build/broker/broker}
 PROXY_BIN=${PROXY_BIN:-$top/build/proxy/proxy}
 START_TIMEOUT=${LOCAL_CLUSTER_START_TIMEOUT:-30}
 
-NS_PREFIX=rmqlc-
+# LOCAL_CLUSTER_ID (digits) names a second cluster on the same host in netns
+# mode: namespaces rmqlc<ID>-*, host link rmqlc<ID>-host; give it its own
+# LOCAL_CLUSTER_NET too.
+CLUSTER_ID=${LOCAL_CLUSTER_ID:-}
+NS_PREFIX=rmqlc${CLUSTER_ID}-
 NET_NS=${NS_PREFIX}net
-HOST_IF=rmqlc-host
+HOST_IF=${NS_PREFIX}host
 
 # node kind last-octet loopback-offset
 NODES=(
@@ -64,6 +69,9 @@ NODES=(
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 note() { echo "local-cluster: $*"; }
+
+case "$CLUSTER_ID" in *[!0-9]*) echo "local-cluster: LOCAL_CLUSTER_ID must be digits" >&2; exit 2 ;; esac
+[ "${#CLUSTER_ID}" -le 3 ] || { echo "local-cluster: LOCAL_CLUSTER_ID has at most 3 digits" >&2; exit 2; }
 
 resolve_mode() {
   case "$MODE" in
@@ -183,15 +191,18 @@ start_node() {
   local node=$1 kind bin ip port
   kind=$(kind_of "$node"); bin=$(bin_of "$node"); ip=$(node_ip "$node"); port=$(node_port "$node")
   local args=(-c "$CONF_DIR/$node.yaml")
+  # The admin CLI on the host talks from $NET.1; the files allow the compose
+  # subnet, which differs when LOCAL_CLUSTER_NET does.
+  local admin="adminAllowList=127.0.0.1;::1;$NET.0/24"
   case $kind in
     namesrv)
       args+=(--set "listenPort=$port")
-      [ "$MODE" = netns ] || args+=(--set "bindAddress=127.0.0.1") ;;
+      if [ "$MODE" = netns ]; then args+=(--set "$admin"); else args+=(--set "bindAddress=127.0.0.1"); fi ;;
     broker)
       mkdir -p "$DIR/store/$node"
       args+=(--set "listenPort=$port" --set "brokerIP1=$ip" --set "namesrvAddr=$(namesrv_addr)"
              --set "storePathRootDir=$DIR/store/$node")
-      [ "$MODE" = netns ] || args+=(--set "bindAddress=127.0.0.1")
+      if [ "$MODE" = netns ]; then args+=(--set "$admin"); else args+=(--set "bindAddress=127.0.0.1"); fi
       [ -z "$SEGMENT" ] || args+=(--set "mapedFileSizeCommitLog=$SEGMENT") ;;
     proxy)
       args+=(--set "grpcServerPort=$port" --set "remotingListenPort=$(proxy_remoting_port)"
@@ -226,7 +237,16 @@ cmd_up() {
   echo "$MODE" >"$DIR/mode"
   echo "$PORT_BASE" >"$DIR/port-base"
   : >"$DIR/manifest"
-  [ "$MODE" != netns ] || net_up
+  if [ "$MODE" = netns ]; then
+    net_up
+  else
+    # A port someone else listens on would pass for our node being up.
+    for n in "${NODES[@]}"; do
+      set -- $n
+      if tcp_open 127.0.0.1 "$(node_port "$1")"; then die "port $(node_port "$1") (for $1) is already in use; pick another LOCAL_CLUSTER_PORT_BASE"; fi
+      if [ "$2" = proxy ] && tcp_open 127.0.0.1 "$(proxy_remoting_port)"; then die "port $(proxy_remoting_port) (proxy remoting) is already in use"; fi
+    done
+  fi
   for node in namesrv-1 namesrv-2; do start_node "$node"; done
   for node in namesrv-1 namesrv-2; do wait_listen "$node" "$(node_ip "$node")" "$(node_port "$node")"; done
   for node in broker-a-master broker-b-master broker-a-slave broker-b-slave; do start_node "$node"; done

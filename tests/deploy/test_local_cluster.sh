@@ -34,6 +34,20 @@ export PROXY_BIN=${PROXY_BIN:-/nonexistent/proxy}
 export LOCAL_CLUSTER_DIR
 LOCAL_CLUSTER_DIR=$(mktemp -d /tmp/rmq-local-cluster-XXXXXX)
 export LOCAL_CLUSTER_PORT_BASE=$((20000 + ($$ % 200) * 60))
+# As root (netns mode), a cluster of our own: other builds may run this test
+# at the same time, and a developer's cluster may be up with the defaults.
+# LOCAL_CLUSTER_ID picks the namespace / link names, LOCAL_CLUSTER_NET the
+# subnet (10.231.<k>.0/24; the nodes keep their compose host numbers).
+if [ "$(id -u)" -eq 0 ]; then
+  k=$(( $$ % 200 + 20 ))
+  for _ in $(seq 1 200); do
+    if ! ip netns list 2>/dev/null | grep -q "^rmqlc$k-" &&
+       [ -z "$(ip -4 route show "10.231.$k.0/24" 2>/dev/null)" ]; then break; fi
+    k=$(( k % 250 + 1 ))
+  done
+  export LOCAL_CLUSTER_ID=$k LOCAL_CLUSTER_NET=10.231.$k
+fi
+ns_prefix=rmqlc${LOCAL_CLUSTER_ID:-}-
 started=0
 cleanup() {
   if [ $started -eq 1 ]; then "$LOCAL_CLUSTER_SH" down >/dev/null 2>&1 || true; fi
@@ -58,6 +72,11 @@ started=1
 "$LOCAL_CLUSTER_SH" up || fail "local-cluster.sh up failed"
 mode=$(cat "$LOCAL_CLUSTER_DIR/mode")
 ok "up in ${mode} mode in $((SECONDS - t0)) s"
+if [ "$mode" = netns ]; then
+  n=$(ip netns list | grep -c "^$ns_prefix")
+  [ "$n" -ge 7 ] || fail "netns mode but only $n ${ns_prefix}* namespaces"
+  ok "$n namespaces ${ns_prefix}* (bridge + one per node), host link ${ns_prefix}host"
+fi
 
 status=$("$LOCAL_CLUSTER_SH" status) || fail "status failed"
 nodes=(namesrv-1 namesrv-2 broker-a-master broker-a-slave broker-b-master broker-b-slave)
@@ -147,10 +166,10 @@ for n in "${nodes[@]}"; do
 done
 ok "every daemon logged a clean stop after SIGTERM"
 if command -v ip >/dev/null 2>&1; then
-  left=$(ip netns list 2>/dev/null | grep '^rmqlc-' || true)
+  left=$(ip netns list 2>/dev/null | grep "^$ns_prefix" || true)
   [ -z "$left" ] || fail "namespaces left behind: $left"
-  ip link show rmqlc-host >/dev/null 2>&1 && fail "link rmqlc-host left behind"
-  ok "ip netns list has no rmqlc-* namespace, no rmqlc-host link"
+  ip link show "${ns_prefix}host" >/dev/null 2>&1 && fail "link ${ns_prefix}host left behind"
+  ok "ip netns list has no ${ns_prefix}* namespace, no ${ns_prefix}host link"
 fi
 [ -e "$LOCAL_CLUSTER_DIR/manifest" ] && fail "manifest left behind"
 ls "$LOCAL_CLUSTER_DIR"/pids/*.pid >/dev/null 2>&1 && fail "pid files left behind"
