@@ -85,6 +85,7 @@ struct cm;
 struct reg;
 struct sched;
 struct adm;
+struct pop_ctx;
 /* The daemon's configuration table (main.c). */
 extern const struct cfg_key brk_cfg_keys[];
 
@@ -108,6 +109,7 @@ struct broker {
     struct reg *reg;
     struct sched *sched;
     struct adm *adm;
+    struct pop_ctx *pop;      /* pop consumption (pop.c) */
     struct brk_stats stats;
     int64_t start_ms;
     uint64_t config_version;  /* bumped by UPDATE_BROKER_CONFIG */

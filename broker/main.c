@@ -31,6 +31,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "pop.h"
 #include "pull.h"
 #include "query.h"
 #include "registrar.h"
@@ -141,6 +142,12 @@ static void on_request(rmt_conn *c, rmt_cmd *req, void *ud)
     case RMT_REQ_PULL_MESSAGE:
         pull_on_request(b->pull, c, req);
         return;
+    case RMT_REQ_POP_MESSAGE:
+    case RMT_REQ_ACK_MESSAGE:
+    case RMT_REQ_BATCH_ACK_MESSAGE:
+    case RMT_REQ_CHANGE_MESSAGE_INVISIBLETIME:
+        pop_on_request(b->pop, c, req);
+        return;
     case RMT_REQ_HEART_BEAT:
         cm_on_heartbeat(b->cm, c, req);
         return;
@@ -168,6 +175,7 @@ static void on_close(rmt_conn *c, void *ud)
     struct broker *b = ud;
     cm_on_conn_closed(b->cm, c);
     pull_on_conn_closed(b->pull, c);
+    pop_on_conn_closed(b->pop, c);
 }
 
 static void on_offsets_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -277,6 +285,11 @@ int main(int argc, char **argv)
         return 1;
     }
     b->pull = pull_new(b);
+    b->pop = pop_new(b);
+    if (!b->pop) {
+        log_error("cannot open the pop consumption state under %s", b->cfg.store_root);
+        return 1;
+    }
     b->cm = cm_new(b);
     b->adm = adm_new(b);
     b->reg = reg_new(b, err, sizeof err);
@@ -301,8 +314,8 @@ int main(int argc, char **argv)
     sc.max_message_size = (uint32_t)b->cfg.max_message_size + 65536;
     sc.store_host = b->addr;
     sc.message_delay_level = b->cfg.delay_levels;
-    sc.on_dispatch = pull_dispatch_hook;
-    sc.on_dispatch_ud = b->pull;
+    sc.on_dispatch = pop_dispatch_hook; /* forwards to pull_dispatch_hook */
+    sc.on_dispatch_ud = b->pop;
     rc = store_open(&sc, &b->store);
     if (rc) {
         log_error("cannot open the message store under %s: %s", b->cfg.store_root, strerror(-rc));
@@ -323,6 +336,7 @@ int main(int argc, char **argv)
     cm_start(b->cm);
     adm_start(b->adm);
     sched_start(b->sched);
+    pop_start(b->pop);
     reg_start(b->reg);
     log_info("broker %s (%s/%s id %lld, %s, %s) listening on %s:%d, store %s", b->addr, b->cfg.cluster,
              b->cfg.name, (long long)b->cfg.broker_id, roles[b->cfg.role], flush_types[b->cfg.flush_type],
@@ -334,6 +348,7 @@ int main(int argc, char **argv)
     ev_timer_stop(b->loop, &offsets_timer);
     sched_stop(b->sched);
     pull_answer_all(b->pull);
+    pop_stop(b->pop);
     reg_unregister_all(b->reg, 3000);
     run_briefly(b->loop, (int)b->cfg.sync_flush_timeout + 1000);
     /* Let the answers already produced leave before connections close. */
@@ -343,6 +358,7 @@ int main(int argc, char **argv)
     b->server = NULL;
     store_close(b->store);
     send_drain(b->send);
+    pop_free(b->pop);
     rc = meta_close(b->meta);
     if (rc)
         log_error("persisting consumer offsets at shutdown failed: %s", strerror(-rc));
