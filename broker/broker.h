@@ -77,6 +77,10 @@ struct broker_settings {
     int log_level;
     char log_file[512];
     int64_t max_frame;
+    int64_t tx_timeout_ms;          /* transactionTimeOut */
+    int64_t tx_check_interval_ms;   /* transactionCheckInterval */
+    int64_t tx_check_max;           /* transactionCheckMax */
+    int64_t lock_max_live_ms;       /* rebalanceLockMaxLiveTime */
 };
 
 struct send_ctx;
@@ -86,6 +90,8 @@ struct reg;
 struct sched;
 struct adm;
 struct pop_ctx;
+struct tx;
+struct lock_ctx;
 /* The daemon's configuration table (main.c). */
 extern const struct cfg_key brk_cfg_keys[];
 
@@ -110,6 +116,8 @@ struct broker {
     struct sched *sched;
     struct adm *adm;
     struct pop_ctx *pop;      /* pop consumption (pop.c) */
+    struct tx *tx;
+    struct lock_ctx *lock;
     struct brk_stats stats;
     int64_t start_ms;
     uint64_t config_version;  /* bumped by UPDATE_BROKER_CONFIG */

@@ -555,6 +555,16 @@ int cm_producer_connection_json(struct cm *m, const char *group, struct buf *out
     return rc ? rc : buf_append_u8(out, '}');
 }
 
+rmt_conn *cm_producer_channel(struct cm *m, const char *group)
+{
+    struct cm_group *g = find_group(m->producers, group);
+    struct cm_chan *best = NULL;
+    for (int i = 0; g && i < g->nch; i++)
+        if (rmt_conn_is_open(g->ch[i].conn) && (!best || g->ch[i].last > best->last))
+            best = &g->ch[i];
+    return best ? best->conn : NULL;
+}
+
 void cm_groups_of_topic(struct cm *m, const char *topic, void (*fn)(const char *group, void *ud),
                         void *ud)
 {

@@ -72,6 +72,10 @@ const struct cm_sub *cm_find_sub(struct cm *m, const char *group, const char *to
 /* Admin bodies. Return 0, -ENOENT (group not online) or -ENOMEM. */
 int cm_consumer_connection_json(struct cm *m, const char *group, struct buf *out);
 int cm_producer_connection_json(struct cm *m, const char *group, struct buf *out);
+/* The live channel of producer group `group` that sent the latest
+ * heartbeat (transaction checks go there); NULL if none is online. Valid
+ * within the current loop callback. */
+rmt_conn *cm_producer_channel(struct cm *m, const char *group);
 /* Calls fn for every online consumer group subscribed to topic. */
 void cm_groups_of_topic(struct cm *m, const char *topic, void (*fn)(const char *group, void *ud),
                         void *ud);

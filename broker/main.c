@@ -30,6 +30,7 @@
 #include "client_manager.h"
 #include "config.h"
 #include "daemon.h"
+#include "lock.h"
 #include "log.h"
 #include "pop.h"
 #include "pull.h"
@@ -37,6 +38,7 @@
 #include "registrar.h"
 #include "schedule.h"
 #include "send.h"
+#include "transaction.h"
 
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const flush_types[] = { "ASYNC_FLUSH", "SYNC_FLUSH", NULL };
@@ -121,6 +123,14 @@ const struct cfg_key brk_cfg_keys[] = {
       .help = "Also append the log to this file (stderr always gets it); start-time only" },
     { .name = "maxFrameSize", .type = CFG_INT, .offset = S(max_frame), .min = 4096, .max = 1073741824,
       .def = "16777216", .help = "Largest remoting frame accepted (bytes); bigger frames close the connection" },
+    { .name = "transactionTimeOut", .type = CFG_INT, .offset = S(tx_timeout_ms), .min = 100,
+      .max = 86400000, .def = "6000", .help = "ms a half (transaction) message waits for its decision before the producer is checked" },
+    { .name = "transactionCheckInterval", .type = CFG_INT, .offset = S(tx_check_interval_ms), .min = 100,
+      .max = 86400000, .def = "30000", .help = "ms between transaction check passes" },
+    { .name = "transactionCheckMax", .type = CFG_INT, .offset = S(tx_check_max), .min = 1, .max = 10000,
+      .def = "15", .help = "Checks of an undecided half message before it is discarded" },
+    { .name = "rebalanceLockMaxLiveTime", .type = CFG_INT, .offset = S(lock_max_live_ms), .min = 100,
+      .max = 86400000, .def = "60000", .help = "ms an orderly consumer's queue lock lasts without renewal" },
     CFG_END,
 };
 
@@ -159,6 +169,15 @@ static void on_request(rmt_conn *c, rmt_cmd *req, void *ud)
         return;
     case RMT_REQ_GET_ALL_DELAY_OFFSET:
         sched_on_delay_offsets(b->sched, c, req);
+        return;
+    case RMT_REQ_END_TRANSACTION:
+        tx_on_end(b->tx, c, req);
+        return;
+    case RMT_REQ_LOCK_BATCH_MQ:
+        lock_on_lock(b->lock, c, req);
+        return;
+    case RMT_REQ_UNLOCK_BATCH_MQ:
+        lock_on_unlock(b->lock, c, req);
         return;
     default:
         break;
@@ -323,7 +342,9 @@ int main(int argc, char **argv)
     }
     b->send = send_new(b);
     b->sched = b->send ? sched_new(b) : NULL;
-    if (!b->send || !b->sched || brk_create_system_topics(b)) {
+    b->tx = b->sched ? tx_new(b) : NULL;
+    b->lock = lock_new(b);
+    if (!b->send || !b->sched || !b->tx || !b->lock || brk_create_system_topics(b)) {
         log_error("broker start failed");
         store_close(b->store);
         meta_close(b->meta);
@@ -336,6 +357,7 @@ int main(int argc, char **argv)
     cm_start(b->cm);
     adm_start(b->adm);
     sched_start(b->sched);
+    tx_start(b->tx);
     pop_start(b->pop);
     reg_start(b->reg);
     log_info("broker %s (%s/%s id %lld, %s, %s) listening on %s:%d, store %s", b->addr, b->cfg.cluster,
@@ -347,6 +369,7 @@ int main(int argc, char **argv)
 
     ev_timer_stop(b->loop, &offsets_timer);
     sched_stop(b->sched);
+    tx_stop(b->tx);
     pull_answer_all(b->pull);
     pop_stop(b->pop);
     reg_unregister_all(b->reg, 3000);
@@ -363,6 +386,8 @@ int main(int argc, char **argv)
     if (rc)
         log_error("persisting consumer offsets at shutdown failed: %s", strerror(-rc));
     sched_free(b->sched);
+    tx_free(b->tx);
+    lock_free(b->lock);
     send_free(b->send);
     pull_free(b->pull);
     cm_free(b->cm);

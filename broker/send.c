@@ -16,6 +16,7 @@
 
 #include "broker.h"
 #include "log.h"
+#include "transaction.h"
 
 #define PENDING_CHUNK 256
 #define PROPS_CAP (MSG_PROPERTIES_MAX + 1)
@@ -386,18 +387,16 @@ void send_on_request(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
                 topic, META_TOPIC_NAME_MAX);
         return;
     }
-    if (strcmp(topic, BRK_DEFAULT_TOPIC) == 0 || strcmp(topic, BRK_SCHEDULE_TOPIC) == 0) {
+    if (strcmp(topic, BRK_DEFAULT_TOPIC) == 0 || strcmp(topic, BRK_SCHEDULE_TOPIC) == 0 ||
+        strcmp(topic, TX_HALF_TOPIC) == 0 || strcmp(topic, TX_OP_TOPIC) == 0) {
         brk_err(b, c, req, RMT_RESP_NO_PERMISSION, "sending message to topic[%s] is forbidden", topic);
         return;
     }
     const char *tv;
     size_t tvl;
-    if ((sysflag & MSG_SYSFLAG_TRANSACTION_MASK) == MSG_SYSFLAG_TRANSACTION_PREPARED ||
-        (props_in && msg_prop_get(props_in, in_len, MSG_PROP_TRANSACTION_PREPARED, &tv, &tvl) &&
-         tvl == 4 && memcmp(tv, "true", 4) == 0)) {
-        brk_err(b, c, req, RMT_RESP_NO_PERMISSION,
-                "the broker[%s] sending transaction message is forbidden (transactions are not supported)",
-                b->addr);
+    bool half = tx_is_prepared(props_in, in_len, (int32_t)sysflag);
+    if (half && batch) {
+        brk_err(b, c, req, RMT_RESP_MESSAGE_ILLEGAL, "transaction messages cannot be sent in a batch");
         return;
     }
     bool retry = has_prefix(topic, BRK_RETRY_PREFIX);
@@ -525,7 +524,8 @@ void send_on_request(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
             txbuf[tvl] = 0;
             txid = txbuf;
         }
-        if (apply_delay(s, s->props, &plen, &m.topic, &m.queue_id)) {
+        if (half ? tx_prepare_half(b->tx, s->props, PROPS_CAP, &plen, &m.topic, &m.queue_id, &m.sysflag)
+                 : apply_delay(s, s->props, &plen, &m.topic, &m.queue_id)) {
             brk_err(b, c, req, RMT_RESP_MESSAGE_ILLEGAL, "the message properties are too long");
             return;
         }
