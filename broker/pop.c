@@ -130,6 +130,8 @@ struct pop_ctx {
     unsigned rv_pending;
     /* pools and scratch (loop thread) */
     struct hold_ctx *free_hold;
+    struct hold_ctx **hold_chunks;
+    size_t nhold_chunks;
     struct pend *free_pend;
     struct held *free_held;
     struct gather g;
@@ -214,10 +216,16 @@ static struct hold_ctx *hold_get(struct pop_ctx *p)
 {
     if (!p->free_hold) {
         enum { CHUNK = 16 };
+        struct hold_ctx **nc = realloc(p->hold_chunks, (p->nhold_chunks + 1) * sizeof *nc);
+        if (!nc)
+            return NULL;
+        p->hold_chunks = nc;
         struct hold_ctx *chunk = calloc(CHUNK, sizeof *chunk);
         if (!chunk)
             return NULL;
-        /* Chunks live until exit: a hold may outlive its connection's callbacks. */
+        /* Chunks live until pop_free (connections are gone by then, so
+         * every hold has been released). */
+        p->hold_chunks[p->nhold_chunks++] = chunk;
         for (int i = 0; i < CHUNK; i++) {
             chunk[i].p = p;
             chunk[i].next = p->free_hold;
@@ -1407,6 +1415,9 @@ void pop_free(struct pop_ctx *p)
         p->rv_free = r->next;
         free(r);
     }
+    for (size_t i = 0; i < p->nhold_chunks; i++)
+        free(p->hold_chunks[i]);
+    free(p->hold_chunks);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->rmu);
     buf_free(&p->body);

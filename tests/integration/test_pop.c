@@ -9,6 +9,8 @@
 #include <check.h>
 #include <ev.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,9 +66,12 @@ static void teardown(void)
 {
     rmt_client_free(g_cl);
     ev_loop_destroy(g_loop);
-    th_stop(g_broker, 10000);
+    int st = th_stop(g_broker, 15000);
     th_stop(g_ns, 5000);
-    th_rmtree(g_dir);
+    bool clean = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (clean)
+        th_rmtree(g_dir);
+    ck_assert_msg(clean, "the broker did not stop cleanly (status %d); see %s", st, g_log);
 }
 
 /* Sync call; fields are key/value pairs ending with NULL. */
