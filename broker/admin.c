@@ -71,9 +71,9 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 
 void adm_start(struct adm *a)
 {
-    on_tick(a->b->loop, &a->tick, 0);
     ev_timer_init(&a->tick, on_tick, 1.0, 1.0);
     a->tick.data = a;
+    on_tick(a->b->loop, &a->tick, 0);
     ev_timer_start(a->b->loop, &a->tick);
 }
 

@@ -74,6 +74,9 @@ struct broker_settings {
     bool trace_on;
     char delay_levels[256];
     int64_t meta_map_mb;
+    bool index_enable;
+    int64_t max_hash_slots;
+    int64_t max_index_num;
     int log_level;
     char log_file[512];
     int64_t max_frame;
