@@ -126,12 +126,21 @@ node_pid() {
   local f; f=$(pidfile "$1")
   [ -f "$f" ] || return 1
   local pid; pid=$(cat "$f")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "$pid" ] && alive "$pid" || return 1
   local exe; exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
   local want=""
   [ -f "$DIR/pids/$1.bin" ] && want=$(cat "$DIR/pids/$1.bin")
   [ -z "$exe" ] || [ -z "$want" ] || [ "${exe% (deleted)}" = "$want" ] || return 1
   echo "$pid"
+}
+
+# A process that exited but was not reaped yet (its parent, after `up`
+# returned, is init or a subreaper) is a zombie: dead, though kill -0 works.
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local st
+  st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
 }
 
 manifest_add() { echo "$1" >>"$DIR/manifest"; }
@@ -144,7 +153,7 @@ wait_listen() { # node host port
     tcp_open "$2" "$3" && return 0
     # Plain liveness: right after the fork the pid may still be running
     # bash or `ip netns exec` on its way to exec the daemon.
-    kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null ||
+    alive "$(cat "$(pidfile "$1")")" ||
       { tail -n 20 "$DIR/logs/$1.log" >&2; die "$1 exited during start; log: $DIR/logs/$1.log"; }
     sleep 0.1
   done
@@ -269,14 +278,14 @@ cmd_up() {
 stop_pids() {
   [ $# -gt 0 ] || return 0
   kill -TERM "$@" 2>/dev/null || true
-  local deadline=$((SECONDS + ${LOCAL_CLUSTER_STOP_TIMEOUT:-15})) alive pid
+  local deadline=$((SECONDS + ${LOCAL_CLUSTER_STOP_TIMEOUT:-15})) left pid
   while :; do
-    alive=()
-    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
-    [ "${#alive[@]}" -gt 0 ] || return 0
+    left=()
+    for pid in "$@"; do alive "$pid" && left+=("$pid"); done
+    [ "${#left[@]}" -gt 0 ] || return 0
     if [ $SECONDS -ge $deadline ]; then
-      note "SIGKILL to ${alive[*]} (still running after SIGTERM)"
-      kill -KILL "${alive[@]}" 2>/dev/null || true
+      note "SIGKILL to ${left[*]} (still running after SIGTERM)"
+      kill -KILL "${left[@]}" 2>/dev/null || true
       sleep 0.2
       return 0
     fi
