@@ -124,10 +124,11 @@ static void grow(struct lock_ctx *l)
 static int make_key(struct lock_ctx *l, const char *group, json_t *mq)
 {
     buf_reset(&l->key);
-    return buf_printf(&l->key, "%s\001%s\001%s\001%lld%c", group,
-                      json_string_value(json_object_get(mq, "topic")),
-                      json_string_value(json_object_get(mq, "brokerName")),
-                      (long long)json_integer_value(json_object_get(mq, "queueId")), 0);
+    int rc = buf_printf(&l->key, "%s\001%s\001%s\001%lld", group,
+                        json_string_value(json_object_get(mq, "topic")),
+                        json_string_value(json_object_get(mq, "brokerName")),
+                        (long long)json_integer_value(json_object_get(mq, "queueId")));
+    return rc ? rc : buf_append_u8(&l->key, 0);
 }
 
 static struct lk **find(struct lock_ctx *l, const char *key, uint64_t h)

@@ -309,7 +309,7 @@ static void load_ops(struct tx *t)
         struct store_get_result res;
         memset(&res, 0, sizeof res);
         enum store_get_status st = store_get(b->store, &gr, &res);
-        if (st != STORE_GET_FOUND) {
+        if (st != STORE_GET_FOUND || res.count == 0) {
             store_hold_release(&res.hold);
             if (res.next_begin_offset > t->op_read &&
                 (st == STORE_GET_OFFSET_TOO_SMALL || st == STORE_GET_NO_MATCHED_MESSAGE ||
@@ -693,7 +693,7 @@ static bool scan_half(struct tx *t, int64_t start)
         struct store_get_result res;
         memset(&res, 0, sizeof res);
         enum store_get_status st = store_get(b->store, &gr, &res);
-        if (st != STORE_GET_FOUND) {
+        if (st != STORE_GET_FOUND || res.count == 0) {
             store_hold_release(&res.hold);
             if (res.next_begin_offset > t->half_off &&
                 (st == STORE_GET_OFFSET_TOO_SMALL || st == STORE_GET_NO_MATCHED_MESSAGE ||

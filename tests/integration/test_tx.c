@@ -97,11 +97,36 @@ static void setup(void)
     ck_assert_ptr_nonnull(E.cl);
 }
 
+/* Prints the end of a daemon log (after a failed stop). */
+static void dump_log(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[1024];
+    char ring[40][1024];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        snprintf(ring[n++ % 40], sizeof ring[0], "%s", line);
+    fclose(f);
+    for (int i = n > 40 ? n - 40 : 0; i < n; i++)
+        fputs(ring[i % 40], stderr);
+}
+
+/* Stops the broker; it must exit 0 (a clean shutdown). */
+static void stop_broker(void)
+{
+    int st = th_stop(E.br.pid, 10000);
+    if (st != 0)
+        dump_log(E.br.log);
+    ck_assert_msg(st == 0, "broker exit status %d", st);
+}
+
 static void teardown(void)
 {
     rmt_client_free(E.cl);
     ev_loop_destroy(E.loop);
-    ck_assert_int_eq(th_stop(E.br.pid, 10000), 0);
+    stop_broker();
     th_stop(E.ns.pid, 3000);
     th_rmtree(E.dir);
     free(E.dir);
@@ -352,7 +377,7 @@ START_TEST(test_commit_once)
     /* Restart: the decision survives, a repeat does not commit again and
      * the half message is not checked again. */
     rmt_client_close_channel(E.cl, E.br.addr);
-    ck_assert_int_eq(th_stop(E.br.pid, 10000), 0);
+    stop_broker();
     start_broker();
     heartbeat("producer-1", PGROUP, true, false);
     ck_assert_int_eq(end_sync(&s, MSG_SYSFLAG_TRANSACTION_COMMIT), RMT_RESP_SUCCESS);
