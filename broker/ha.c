@@ -32,6 +32,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "message.h"
 #include "store_truncate.h"
 
 #define HA_HDR 12
@@ -459,7 +460,10 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            log_warn("ha: slave %s: read failed: %s; closing", c->addr, strerror(errno));
+            if (errno == ECONNRESET)
+                log_info("ha: slave %s disconnected (reset)", c->addr);
+            else
+                log_warn("ha: slave %s: read failed: %s; closing", c->addr, strerror(errno));
             conn_close(c);
             return;
         }
@@ -843,6 +847,32 @@ static void sl_mismatch(struct ha *ha, int64_t d)
     sl_drop(ha, 0);
 }
 
+/* Length of the prefix of p (log bytes at off) made of whole valid records
+ * and end-of-segment blanks, checked the way store_append_raw checks them
+ * (CRC included). *bad is set when an invalid record follows it. Checking
+ * first means the store is only ever handed data it takes completely. */
+static size_t valid_prefix(struct ha *ha, int64_t off, const uint8_t *p, size_t len, bool *bad)
+{
+    size_t seg = (size_t)store_segment_size(ha->store), used = 0;
+    *bad = false;
+    while (used < len) {
+        size_t room = seg - (size_t)((uint64_t)(off + (int64_t)used) % seg);
+        size_t chunk = len - used < room ? len - used : room;
+        struct msg_record r;
+        int d = msg_record_decode(p + used, chunk, &r, 1);
+        if (d == -EAGAIN)
+            break;
+        if (d < 0 || (d > 0 && r.phys_offset != off + (int64_t)used) || (d == 0 && r.total_size != room)) {
+            *bad = true;
+            break;
+        }
+        if (d == 0 && chunk < room)
+            break; /* a blank is taken with the whole rest of its segment */
+        used += d > 0 ? (size_t)d : room;
+    }
+    return used;
+}
+
 /* Compares / appends the pending bytes. Returns -1 if the connection was
  * dropped. */
 static int sl_process(struct ha *ha)
@@ -885,18 +915,27 @@ static int sl_process(struct ha *ha)
     }
     if (sl->st != SL_STREAMING || sl->len == 0)
         return 0;
-    ssize_t r = store_append_raw(ha->store, sl->pend_off, sl->buf + sl->head, sl->len);
-    if (r < 0) {
-        log_error("ha: slave: master %s sent data the store refuses at %lld (%s); reconnecting", sl->master,
-                  (long long)sl->pend_off, strerror((int)-r));
+    bool bad;
+    size_t v = valid_prefix(ha, sl->pend_off, sl->buf + sl->head, sl->len, &bad);
+    ssize_t r = v ? store_append_raw(ha->store, sl->pend_off, sl->buf + sl->head, v) : 0;
+    if (r < 0 || (size_t)r != v) {
+        log_error("ha: slave: the store refused %zu bytes from master %s at %lld (%s); reconnecting", v,
+                  sl->master, (long long)sl->pend_off, r < 0 ? strerror((int)-r) : "short append");
         sl_drop(ha, ha->cfg.reconnect_ms);
         return -1;
     }
-    sl->head += (size_t)r;
-    sl->len -= (size_t)r;
-    sl->pend_off += r;
+    sl->head += v;
+    sl->len -= v;
+    sl->pend_off += (int64_t)v;
     if (sl->len == 0)
         sl->head = 0;
+    if (bad) {
+        log_error("ha: slave: master %s sent an invalid record at %lld (corrupt, or not a record start); "
+                  "reconnecting",
+                  sl->master, (long long)sl->pend_off);
+        sl_drop(ha, ha->cfg.reconnect_ms);
+        return -1;
+    }
     return 0;
 }
 
