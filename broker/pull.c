@@ -65,6 +65,8 @@ struct pull_ctx {
     bool ring_overflow;
     struct held *free_held;
     struct hold_ctx *free_hold;
+    void **chunks;           /* every pool chunk, freed by pull_free */
+    size_t nchunks;
     struct store_view *views;
     struct iovec *iov;
     uint32_t cap;
@@ -139,14 +141,27 @@ static void hold_release(void *ctx)
     hc->p->free_hold = hc;
 }
 
+/* Allocates a pool chunk and remembers it for pull_free. */
+static void *chunk_new(struct pull_ctx *p, size_t n, size_t size)
+{
+    void **nc = realloc(p->chunks, (p->nchunks + 1) * sizeof *nc);
+    if (!nc)
+        return NULL;
+    p->chunks = nc;
+    void *c = calloc(n, size);
+    if (c)
+        p->chunks[p->nchunks++] = c;
+    return c;
+}
+
 static struct hold_ctx *hold_get(struct pull_ctx *p)
 {
     if (!p->free_hold) {
-        struct hold_ctx *chunk = calloc(HOLD_CHUNK, sizeof *chunk);
+        struct hold_ctx *chunk = chunk_new(p, HOLD_CHUNK, sizeof *chunk);
         if (!chunk)
             return NULL;
-        /* Chunks are never freed before exit: holds may outlive a
-         * connection's callbacks until its output is dropped. */
+        /* Chunks live until pull_free: a hold may outlive the request's
+         * callbacks until the connection has written or dropped it. */
         for (int i = 0; i < HOLD_CHUNK; i++) {
             chunk[i].p = p;
             chunk[i].next = p->free_hold;
@@ -296,7 +311,7 @@ static void on_held_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 static struct held *held_get(struct pull_ctx *p)
 {
     if (!p->free_held) {
-        struct held *chunk = calloc(HOLD_CHUNK, sizeof *chunk);
+        struct held *chunk = chunk_new(p, HOLD_CHUNK, sizeof *chunk);
         if (!chunk)
             return NULL;
         for (int i = 0; i < HOLD_CHUNK; i++) {
@@ -415,7 +430,9 @@ void pull_free(struct pull_ctx *p)
     pthread_mutex_destroy(&p->mu);
     free(p->views);
     free(p->iov);
-    /* held / hold_ctx chunks are small and live until exit. */
+    for (size_t i = 0; i < p->nchunks; i++)
+        free(p->chunks[i]);
+    free(p->chunks);
     free(p);
 }
 

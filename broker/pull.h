@@ -11,8 +11,8 @@
  * into the mapped commitlog, kept mapped by a pooled store_hold until the
  * connection has written them.
  *
- * Ownership: pull_new allocates, pull_free releases (held pulls must have
- * been answered with pull_answer_all first).
+ * Ownership: pull_new allocates, pull_free releases; call it after the
+ * server's connections are closed (they release the zero-copy holds).
  */
 #ifndef RMQ_BROKER_PULL_H
 #define RMQ_BROKER_PULL_H

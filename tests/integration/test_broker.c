@@ -91,11 +91,16 @@ static void br_start(struct daemon *d, const char *ns_addr, const char *const *e
     ck_assert_msg(th_wait_port(d->port, 10000), "broker did not start listening");
 }
 
+/* Stops a daemon gracefully; it must exit 0 (a sanitizer finding or a
+ * failed shutdown fails the test and keeps the directory with its log). */
 static void d_finish(struct daemon *d)
 {
-    if (d->pid > 0)
-        th_stop(d->pid, 5000);
-    d->pid = 0;
+    if (d->pid > 0) {
+        int status = th_stop(d->pid, 10000);
+        d->pid = 0;
+        ck_assert_msg(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "daemon did not exit cleanly (status %d), see %s", status, d->log);
+    }
     th_rmtree(d->dir);
 }
 
@@ -700,7 +705,8 @@ START_TEST(auto_create_permissions_and_size)
     ck_assert_int_eq(send_one(cl, br.addr, "AutoMade", -1, "T", "x", NULL, 0), 0);
     rmt_client_free(cl);
     ev_loop_destroy(loop);
-    th_stop(br.pid, 5000);
+    int status = th_stop(br.pid, 10000);
+    ck_assert(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     br_start(&br, NULL, perm4);
     loop = ev_loop_new(EVFLAG_AUTO);
     cl = new_client(loop);
