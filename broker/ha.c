@@ -1219,7 +1219,7 @@ int ha_slave_set_master(struct ha *ha, const char *addr)
     struct ha_slave_side *sl = &ha->sl;
     if (!addr)
         addr = "";
-    if (strcmp(addr, sl->master) == 0)
+    if (strcmp(addr, sl->master) == 0 && sl->st != SL_STOPPED)
         return 0;
     struct sockaddr_storage sa = { 0 };
     socklen_t salen = 0;

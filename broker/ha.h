@@ -46,20 +46,39 @@
  *  slave's log minimum, the slave truncates its whole log and follows the
  *  master from there, or (master's log ends before ours starts) stops and
  *  logs that the slave must be rebuilt.
+ *  A RocketMQ master answers a request beyond its end with heartbeats at the
+ *  requested offset instead, so our slave cannot learn that it is ahead of
+ *  one: it stays connected and verifying (ha_slave_status) until the
+ *  master's log grows past the compared range.
+ *
+ * Records are checked (structure, offset, body CRC) before the store sees
+ * them: a connection that brings a corrupt record, a frame at an offset
+ * other than the expected one, or closes in the middle of a record, is
+ * dropped with a log line after the valid records before it were appended;
+ * the partial rest is discarded and asked for again. On the master, a
+ * report that is negative, goes backwards or acknowledges bytes never sent
+ * closes that connection only.
  *
  * Empty slaves: ours asks for offset 0 and the master sends everything it
  * still has from its log minimum (RocketMQ masters start at the last
  * segment instead). An empty store can only start at offset 0, so a slave
  * whose master's log no longer starts at 0 cannot be seeded this way: it
- * logs the fact and retries (see the report on the store change needed).
+ * logs the fact and stops (status "stopped"); seeding it needs a store
+ * that can start a raw append at the master's minimum.
  * Both sides must use the same commitlog segment size.
  *
  * SYNC_MASTER: ha_wait_slave() registers a send waiting for a slave's
  * acknowledgement; completions run on the loop (never inside the call).
+ * A slave's first report only says what it holds (possibly a divergent
+ * tail), so it counts for waits once the slave acknowledged bytes beyond it.
+ * Timeouts are checked by a 100 ms housekeeping tick.
  *
  * Threads: everything runs on the given libev loop and must be called from
  * its thread, except ha_notify_new_data(), which any thread may call. Store
- * calls are short (memcpy/mmap); only a truncation scans a segment.
+ * calls are short (memcpy/mmap); only a truncation (a slave repairing a
+ * divergent tail, rare) blocks the loop: it waits for the store's
+ * dispatcher to be idle (at most 5 s) and scans the segment it cuts.
+ * Callbacks must not call ha_free.
  *
  * Ownership: ha_*_start allocates, ha_free frees (the store and the loop
  * stay the caller's; free the ha before closing the store).
@@ -78,12 +97,12 @@ struct ha;
 /* RocketMQ key names in comments. Start from ha_config_defaults(). */
 struct ha_config {
     const char *listen_host;       /* master: bind address, NULL = 0.0.0.0 */
-    int listen_port;               /* haListenPort (listenPort + 1); 0 = ephemeral */
+    int listen_port;               /* haListenPort (listenPort + 1, 10912); 0 = ephemeral */
     int heartbeat_interval_ms;     /* haSendHeartbeatInterval (5000) */
     int housekeeping_interval_ms;  /* haHousekeepingInterval (20000): idle peer dropped */
     uint32_t transfer_batch;       /* haTransferBatchSize: RocketMQ 32 KiB, ours 256 KiB */
     int64_t max_gap_not_in_sync;   /* haMaxGapNotInSync (256 MiB) */
-    int sync_timeout_ms;           /* syncFlushTimeout (5000): SYNC_MASTER slave wait */
+    int sync_timeout_ms;           /* syncSlaveTimeout (5000, RocketMQ 4.x waits syncFlushTimeout) */
     int reconnect_ms;              /* slave: pause before reconnecting (1000) */
     int connect_timeout_ms;        /* slave (3000) */
     uint32_t check_window;         /* slave: bytes compared before the resume point (4096) */
@@ -103,8 +122,9 @@ int ha_master_port(const struct ha *ha);
 struct ha *ha_slave_start(struct ev_loop *loop, struct store *s, const char *master_addr,
                           const struct ha_config *cfg, int *err);
 /* Changes the master (e.g. from REGISTER_BROKER's haServerAddr). A different
- * address drops the current connection; the same one is a no-op; NULL or ""
- * disconnects. Returns 0 or -EINVAL (not "ip:port"). */
+ * address drops the current connection; the same one is a no-op (except
+ * that a stopped slave tries again); NULL or "" disconnects. Returns 0 or
+ * -EINVAL (not "ip:port": numeric IPv4, or [IPv6]). */
 int ha_slave_set_master(struct ha *ha, const char *addr);
 
 /* Stops, closes every connection, completes pending waits with

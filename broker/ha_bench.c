@@ -7,6 +7,7 @@
  * every 10 ms.
  *
  * Usage: ha_bench [messages (default 500000)] [body bytes (default 1024)]
+ *                 [rate msg/s (default 0: as fast as possible)]
  */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
@@ -27,6 +28,7 @@ struct bench {
     struct ev_loop *loop;
     long count;
     uint32_t body_len;
+    long rate;
     int done_put;             /* atomic */
     int64_t put_end_ms;       /* atomic */
     int64_t t0;
@@ -66,6 +68,13 @@ static void *producer(void *arg)
         }
         if ((i & 15) == 0)
             ha_notify_new_data(b->hm);
+        if (b->rate > 0 && (i % 100) == 99) {
+            int64_t due = b->t0 + (i + 1) * 1000 / b->rate, now = now_ms();
+            if (due > now) {
+                struct timespec ts = { (due - now) / 1000, (long)((due - now) % 1000) * 1000000L };
+                nanosleep(&ts, NULL);
+            }
+        }
     }
     ha_notify_new_data(b->hm);
     free(body);
@@ -111,8 +120,9 @@ int main(int argc, char **argv)
     memset(&b, 0, sizeof(b));
     b.count = argc > 1 ? atol(argv[1]) : 500000;
     b.body_len = argc > 2 ? (uint32_t)atol(argv[2]) : 1024;
-    if (b.count <= 0 || b.body_len == 0 || b.body_len > 1024 * 1024) {
-        fprintf(stderr, "usage: ha_bench [messages] [body bytes]\n");
+    b.rate = argc > 3 ? atol(argv[3]) : 0;
+    if (b.count <= 0 || b.body_len == 0 || b.body_len > 1024 * 1024 || b.rate < 0) {
+        fprintf(stderr, "usage: ha_bench [messages] [body bytes] [rate msg/s]\n");
         return 2;
     }
     log_set_level(LOG_LVL_WARN);
