@@ -484,8 +484,8 @@ START_TEST(send_pull_10k_with_tags_and_keys)
     rmt_cmd_reset(&req, RMT_REQ_GET_BROKER_RUNTIME_INFO);
     resp = call(cl, br.addr, &req);
     ck_assert_int_eq(resp->code, 0);
-    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "putTps", 6));
-    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "commitLogDiskRatio", 18));
+    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "putTps", strlen("putTps")));
+    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "commitLogDiskRatio", strlen("commitLogDiskRatio")));
     rmt_cmd_free(resp);
     rmt_cmd_destroy(&req);
     rmt_client_free(cl);
@@ -910,7 +910,7 @@ START_TEST(admin_refused_outside_allow_list)
     rmt_cmd_reset(&req, RMT_REQ_GET_ALL_TOPIC_CONFIG);
     rmt_cmd *resp = call(cl, br.addr, &req);
     ck_assert_int_eq(resp->code, 0);
-    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "TBW102", 6));
+    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "TBW102", strlen("TBW102")));
     rmt_cmd_free(resp);
     rmt_cmd_destroy(&req);
     rmt_client_free(cl);
@@ -986,6 +986,121 @@ START_TEST(send_back_goes_through_delay_to_retry_and_dlq)
 }
 END_TEST
 
+START_TEST(batch_send_unique_key_and_offset_admin)
+{
+    struct daemon br = { 0 };
+    br_start(&br, NULL, NULL);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    rmt_client *cl = new_client(loop);
+    ck_assert_int_eq(create_topic(cl, br.addr, "Batch", 2, 6, NULL), 0);
+    /* SEND_BATCH_MESSAGE: three messages in MessageDecoder.encodeMessages layout */
+    uint8_t batch[2048];
+    size_t blen = 0;
+    for (int i = 0; i < 3; i++) {
+        char props[128], key[16], body[32];
+        snprintf(key, sizeof key, "key-%d", i);
+        int bl = snprintf(body, sizeof body, "body-%d-batch", i);
+        size_t pl = make_props(props, sizeof props, "TagA", key, NULL);
+        int n = msg_batch_encode_one(batch + blen, sizeof batch - blen, 0, body, (uint32_t)bl, props,
+                                     (uint32_t)pl);
+        ck_assert_int_gt(n, 0);
+        blen += (size_t)n;
+    }
+    rmt_cmd req;
+    rmt_cmd_init(&req, 0);
+    build_send(&req, "Batch", 1, "", batch, blen);
+    req.code = RMT_REQ_SEND_BATCH_MESSAGE;
+    rmt_cmd *resp = call(cl, br.addr, &req);
+    ck_assert_int_eq(resp->code, 0);
+    const char *ids = rmt_cmd_ext(resp, "msgId");
+    ck_assert_ptr_nonnull(ids);
+    int commas = 0;
+    for (const char *c = ids; *c; c++)
+        commas += *c == ',';
+    ck_assert_int_eq(commas, 2);
+    rmt_cmd_free(resp);
+    wait_dispatched(cl, br.addr, "Batch", 2, 3);
+    struct pulled got = { 0 };
+    pull_all(cl, br.addr, "Batch", "G_batch", 1, "*", &got);
+    ck_assert_int_eq(got.count, 3);
+
+    /* QUERY_MESSAGE by unique id (_UNIQUE_KEY_QUERY) */
+    char props[256];
+    make_props(props, sizeof props, "TagU", "ukey", "0A0B0C0D00002A9F0000000000000001");
+    build_send(&req, "Batch", 0, props, "uniq-body", 9);
+    ck_assert_int_eq(call_code(cl, br.addr, &req, NULL, 0), 0);
+    wait_dispatched(cl, br.addr, "Batch", 2, 4);
+    rmt_cmd_reset(&req, RMT_REQ_QUERY_MESSAGE);
+    rmt_cmd_set_ext(&req, "topic", "Batch");
+    rmt_cmd_set_ext(&req, "key", "0A0B0C0D00002A9F0000000000000001");
+    rmt_cmd_set_ext(&req, "maxNum", "1");
+    rmt_cmd_set_ext(&req, "beginTimestamp", "0");
+    rmt_cmd_set_ext(&req, "endTimestamp", "9999999999999");
+    rmt_cmd_set_ext(&req, "_UNIQUE_KEY_QUERY", "true");
+    resp = call(cl, br.addr, &req);
+    ck_assert_int_eq(resp->code, 0);
+    struct msg_record r;
+    ck_assert_int_gt(msg_record_decode(resp->body, resp->body_len, &r, 1), 0);
+    ck_assert(r.body_len == 9 && memcmp(r.body, "uniq-body", 9) == 0);
+    rmt_cmd_free(resp);
+
+    /* A pull with the commit flag commits the consumer's offset. */
+    got = (struct pulled){ 0 };
+    rmt_cmd_reset(&req, RMT_REQ_PULL_MESSAGE);
+    rmt_cmd_set_ext(&req, "consumerGroup", "G_batch");
+    rmt_cmd_set_ext(&req, "topic", "Batch");
+    rmt_cmd_set_ext(&req, "queueId", "1");
+    rmt_cmd_set_ext(&req, "queueOffset", "3");
+    rmt_cmd_set_ext(&req, "maxMsgNums", "32");
+    rmt_cmd_set_ext(&req, "sysFlag", "5");
+    rmt_cmd_set_ext(&req, "commitOffset", "2");
+    rmt_cmd_set_ext(&req, "subscription", "*");
+    ck_assert_int_eq(call_code(cl, br.addr, &req, NULL, 0), RMT_RESP_PULL_NOT_FOUND);
+    rmt_cmd_reset(&req, RMT_REQ_QUERY_CONSUMER_OFFSET);
+    rmt_cmd_set_ext(&req, "consumerGroup", "G_batch");
+    rmt_cmd_set_ext(&req, "topic", "Batch");
+    rmt_cmd_set_ext(&req, "queueId", "1");
+    resp = call(cl, br.addr, &req);
+    ck_assert_int_eq(resp->code, 0);
+    ck_assert_str_eq(rmt_cmd_ext(resp, "offset"), "2");
+    rmt_cmd_free(resp);
+
+    /* Stats and consume progress use RocketMQ's MessageQueue-keyed maps. */
+    rmt_cmd_reset(&req, RMT_REQ_GET_TOPIC_STATS_INFO);
+    rmt_cmd_set_ext(&req, "topic", "Batch");
+    resp = call(cl, br.addr, &req);
+    ck_assert_int_eq(resp->code, 0);
+    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "\"queueId\":1,\"topic\":\"Batch\"}:{", strlen("\"queueId\":1,\"topic\":\"Batch\"}:{")));
+    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "\"maxOffset\":3", strlen("\"maxOffset\":3")));
+    rmt_cmd_free(resp);
+    rmt_cmd_reset(&req, RMT_REQ_GET_CONSUME_STATS);
+    rmt_cmd_set_ext(&req, "consumerGroup", "G_batch");
+    resp = call(cl, br.addr, &req);
+    ck_assert_int_eq(resp->code, 0);
+    ck_assert_ptr_nonnull(memmem(resp->body, resp->body_len, "\"brokerOffset\":3,\"consumerOffset\":2", strlen("\"brokerOffset\":3,\"consumerOffset\":2")));
+    rmt_cmd_free(resp);
+    /* Reset by timestamp 0: back to the first offset of every queue. */
+    rmt_cmd_reset(&req, RMT_REQ_INVOKE_BROKER_TO_RESET_OFFSET);
+    rmt_cmd_set_ext(&req, "topic", "Batch");
+    rmt_cmd_set_ext(&req, "group", "G_batch");
+    rmt_cmd_set_ext(&req, "timestamp", "0");
+    rmt_cmd_set_ext(&req, "isForce", "true");
+    ck_assert_int_eq(call_code(cl, br.addr, &req, NULL, 0), 0);
+    rmt_cmd_reset(&req, RMT_REQ_QUERY_CONSUMER_OFFSET);
+    rmt_cmd_set_ext(&req, "consumerGroup", "G_batch");
+    rmt_cmd_set_ext(&req, "topic", "Batch");
+    rmt_cmd_set_ext(&req, "queueId", "1");
+    resp = call(cl, br.addr, &req);
+    ck_assert_int_eq(resp->code, 0);
+    ck_assert_str_eq(rmt_cmd_ext(resp, "offset"), "0");
+    rmt_cmd_free(resp);
+    rmt_cmd_destroy(&req);
+    rmt_client_free(cl);
+    ev_loop_destroy(loop);
+    d_finish(&br);
+}
+END_TEST
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -1001,6 +1116,7 @@ int main(void)
     tcase_add_test(tc, consumer_heartbeats_and_expiry);
     tcase_add_test(tc, admin_refused_outside_allow_list);
     tcase_add_test(tc, send_back_goes_through_delay_to_retry_and_dlq);
+    tcase_add_test(tc, batch_send_unique_key_and_offset_admin);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
