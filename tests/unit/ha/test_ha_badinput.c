@@ -276,6 +276,43 @@ START_TEST(bad_master_data_never_reaches_the_store)
 }
 END_TEST
 
+/* An empty slave cannot start in the middle of a log: it stops (logged,
+ * status "stopped") instead of retrying forever, and tries again when told
+ * the master address again. */
+START_TEST(empty_slave_master_log_not_at_zero)
+{
+    struct store *s = ht_open(ds);
+    struct fake_master f;
+    fm_listen(&f);
+    struct ha_config cfg = ht_config();
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", f.port);
+    int err;
+    struct ha *hs = ha_slave_start(loop, s, addr, &cfg, &err);
+    ck_assert_ptr_nonnull(hs);
+    ck_assert_int_eq(fm_accept(&f), 0);
+    fm_send_frame(&f, 256 * 1024, NULL, 0, 0);
+    ck_assert(peer_closes(f.fd));
+    fm_drop(&f);
+    struct ha_slave_status st;
+    ck_assert_int_eq(ha_slave_status(hs, &st), 0);
+    ck_assert(st.stopped);
+    ck_assert(!st.connected);
+    ht_spin(loop, 200);
+    struct pollfd pf = { f.lfd, POLLIN, 0 };
+    ck_assert_int_eq(poll(&pf, 1, 0), 0); /* no reconnect */
+    ck_assert_int_eq(ha_slave_set_master(hs, addr), 0);
+    ck_assert_int_eq(fm_accept(&f), 0);
+    ck_assert_int_eq(ha_slave_status(hs, &st), 0);
+    ck_assert(!st.stopped);
+    ck_assert_int_eq(store_commitlog_max_offset(s), 0);
+    fm_drop(&f);
+    close(f.lfd);
+    ha_free(hs);
+    store_close(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ha_badinput");
@@ -284,6 +321,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, garbage_closes_only_that_connection);
     tcase_add_test(tc, bad_master_data_never_reaches_the_store);
+    tcase_add_test(tc, empty_slave_master_log_not_at_zero);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
