@@ -713,6 +713,20 @@ START_TEST(auto_create_permissions_and_size)
     ck_assert_int_eq(send_one(cl, br.addr, "AutoMade", 0, "T", "x", NULL, 0), RMT_RESP_NO_PERMISSION);
     rmt_client_free(cl);
     ev_loop_destroy(loop);
+    status = th_stop(br.pid, 10000);
+    ck_assert(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* A slave refuses sends but still serves reads. */
+    const char *slave[] = { "brokerRole=SLAVE", "brokerId=1", NULL };
+    br_start(&br, NULL, slave);
+    loop = ev_loop_new(EVFLAG_AUTO);
+    cl = new_client(loop);
+    ck_assert_int_eq(send_one(cl, br.addr, "AutoMade", 0, "T", "x", remark, sizeof remark), RMT_RESP_NO_PERMISSION);
+    ck_assert_ptr_nonnull(strstr(remark, "slave"));
+    struct pulled got = { 0 };
+    ck_assert_int_eq(pull_once(cl, br.addr, "AutoMade", "G_slave", 0, 0, "*", 0, &got), 0);
+    ck_assert_int_eq(got.count, 1);
+    rmt_client_free(cl);
+    ev_loop_destroy(loop);
     d_finish(&br);
 }
 END_TEST
