@@ -581,7 +581,8 @@ static void broker_config(struct broker *b, rmt_conn *c, rmt_cmd *req)
     free(text);
     char ver[96];
     snprintf(ver, sizeof ver, "{\"counter\":%llu,\"timestamp\":%lld}",
-             (unsigned long long)b->config_version, (long long)b->start_ms);
+             (unsigned long long)b->config_version,
+             (long long)(brk_now_ms() - (brk_mono_ms() - b->start_ms)));
     rmt_cmd_set_ext(&b->resp, "version", ver);
     reply_body(b, c, req, rc);
 }

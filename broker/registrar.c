@@ -192,7 +192,8 @@ static void send_one(struct reg_ns *n)
     rmt_cmd_set_ext(&req, "clusterName", b->cfg.cluster);
     rmt_cmd_set_ext(&req, "haServerAddr", ha);
     rmt_cmd_set_ext(&req, "compressed", "false");
-    rmt_cmd_set_ext_int(&req, "bodyCrc32", (int64_t)msg_crc32(0, r->body.data, r->body.len));
+    /* UtilAll.crc32: CRC-32 masked to 31 bits, checked by 4.9 nameservers. */
+    rmt_cmd_set_ext_int(&req, "bodyCrc32", msg_body_crc(r->body.data, r->body.len));
     rmt_cmd_set_body(&req, r->body.data, (uint32_t)r->body.len);
     rc = rmt_client_invoke(r->cl, n->addr, &req, (int)b->cfg.register_timeout, on_registered, n);
     rmt_cmd_destroy(&req);
