@@ -184,6 +184,8 @@ static int take_segment(struct commitlog *cl, int64_t from, struct mfile **out)
         f = cl->al_ready;
         cl->al_ready = NULL;
     }
+    if (cl->al_want == from)
+        cl->al_want = -1; /* we create it ourselves: the allocator must not */
     pthread_mutex_unlock(&cl->al_mu);
     int rc = 0;
     if (!f)
