@@ -364,7 +364,6 @@ void send_on_request(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
         return;
     const char *props_in = field(req, v2, "properties", "i");
     const char *default_topic = field(req, v2, "defaultTopic", "c");
-    const char *pgroup = field(req, v2, "producerGroup", "a");
     size_t in_len = props_in ? strlen(props_in) : 0;
 
     if (b->stopping) {
@@ -541,7 +540,6 @@ void send_on_request(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
     }
     b->stats.put_msgs += res.count ? res.count : 1;
     b->stats.put_bytes += req->body_len;
-    (void)pgroup;
     complete(s, c, req, &res, (const char *)s->ids.data, txid, wait_store, qid);
 }
 
