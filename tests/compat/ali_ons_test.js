@@ -106,7 +106,7 @@ async function consumeChild(expect) {
     await sleep(200);
   }
   await consumer.close();
-  process.send({ got, errors });
+  process.send({ got, errors }, () => process.exit(0));
 }
 
 function runConsumer(expect) {
