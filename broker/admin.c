@@ -18,11 +18,14 @@
 #include "broker.h"
 #include "client_manager.h"
 #include "config.h"
+#include "ha.h"
+#include "ha_sync.h"
 #include "json_util.h"
 #include "log.h"
 #include "pull.h"
 #include "registrar.h"
 #include "send.h"
+#include "timer.h"
 
 #define SAMPLES 601
 
@@ -257,6 +260,42 @@ static int64_t jint(json_t *o, const char *k, int64_t def)
     return json_is_integer(v) ? json_integer_value(v) : def;
 }
 
+void adm_group_from_json(json_t *o, const char *name, struct meta_group *g)
+{
+    meta_group_defaults(g, name);
+    g->consume_enable = jbool(o, "consumeEnable", g->consume_enable);
+    g->consume_from_min_enable = jbool(o, "consumeFromMinEnable", g->consume_from_min_enable);
+    g->consume_broadcast_enable = jbool(o, "consumeBroadcastEnable", g->consume_broadcast_enable);
+    g->consume_message_orderly = jbool(o, "consumeMessageOrderly", g->consume_message_orderly);
+    g->notify_consumer_ids_changed_enable =
+        jbool(o, "notifyConsumerIdsChangedEnable", g->notify_consumer_ids_changed_enable);
+    g->retry_queue_nums = (int32_t)jint(o, "retryQueueNums", g->retry_queue_nums);
+    g->retry_max_times = (int32_t)jint(o, "retryMaxTimes", g->retry_max_times);
+    g->broker_id = jint(o, "brokerId", g->broker_id);
+    g->which_broker_when_consume_slowly = jint(o, "whichBrokerWhenConsumeSlowly", g->which_broker_when_consume_slowly);
+    g->group_sys_flag = (int32_t)jint(o, "groupSysFlag", g->group_sys_flag);
+    g->consume_timeout_minute = (int32_t)jint(o, "consumeTimeoutMinute", g->consume_timeout_minute);
+}
+
+int adm_topic_from_json(json_t *o, const char *name, struct meta_topic *t)
+{
+    if (!json_is_object(o) || !meta_topic_name_valid(name))
+        return -EINVAL;
+    meta_topic_defaults(t, name);
+    int64_t rq = jint(o, "readQueueNums", t->read_queue_nums), wq = jint(o, "writeQueueNums", t->write_queue_nums);
+    int64_t perm = jint(o, "perm", t->perm);
+    if (rq < 0 || wq < 0 || rq > META_QUEUE_MAX || wq > META_QUEUE_MAX || perm < 0 || perm > 15)
+        return -EINVAL;
+    t->read_queue_nums = (int32_t)rq;
+    t->write_queue_nums = (int32_t)wq;
+    t->perm = (int32_t)perm;
+    t->sys_flag = (int32_t)jint(o, "topicSysFlag", 0);
+    const char *ft = json_string_value(json_object_get(o, "topicFilterType"));
+    t->filter_type = ft && strcmp(ft, "MULTI_TAG") == 0 ? META_FILTER_MULTI_TAG : META_FILTER_SINGLE_TAG;
+    t->order = jbool(o, "order", false);
+    return 0;
+}
+
 static void create_group(struct broker *b, rmt_conn *c, rmt_cmd *req)
 {
     char err[200];
@@ -276,19 +315,7 @@ static void create_group(struct broker *b, rmt_conn *c, rmt_cmd *req)
         return;
     }
     struct meta_group g;
-    meta_group_defaults(&g, name);
-    g.consume_enable = jbool(o, "consumeEnable", g.consume_enable);
-    g.consume_from_min_enable = jbool(o, "consumeFromMinEnable", g.consume_from_min_enable);
-    g.consume_broadcast_enable = jbool(o, "consumeBroadcastEnable", g.consume_broadcast_enable);
-    g.consume_message_orderly = jbool(o, "consumeMessageOrderly", g.consume_message_orderly);
-    g.notify_consumer_ids_changed_enable =
-        jbool(o, "notifyConsumerIdsChangedEnable", g.notify_consumer_ids_changed_enable);
-    g.retry_queue_nums = (int32_t)jint(o, "retryQueueNums", g.retry_queue_nums);
-    g.retry_max_times = (int32_t)jint(o, "retryMaxTimes", g.retry_max_times);
-    g.broker_id = jint(o, "brokerId", g.broker_id);
-    g.which_broker_when_consume_slowly = jint(o, "whichBrokerWhenConsumeSlowly", g.which_broker_when_consume_slowly);
-    g.group_sys_flag = (int32_t)jint(o, "groupSysFlag", g.group_sys_flag);
-    g.consume_timeout_minute = (int32_t)jint(o, "consumeTimeoutMinute", g.consume_timeout_minute);
+    adm_group_from_json(o, name, &g);
     json_decref(o);
     int rc = meta_group_put(b->meta, &g);
     if (rc) {
@@ -494,6 +521,72 @@ static int kv(struct buf *o, bool *first, const char *k, const char *fmt, ...)
     return rc ? rc : json_buf_str(o, v);
 }
 
+/* Replication status: RocketMQ's brokerRole / slaveFallBehindMuch (bytes the
+ * best slave is behind) plus our ha* details. */
+static int ha_info(struct broker *b, struct buf *o, bool *f)
+{
+    static const char *const role_names[] = { "ASYNC_MASTER", "SYNC_MASTER", "SLAVE" };
+    int rc = kv(o, f, "brokerRole", "%s", role_names[b->cfg.role]);
+    if (!b->ha)
+        return rc;
+    if (b->cfg.role == BRK_SLAVE) {
+        struct ha_slave_status ss;
+        if (ha_slave_status(b->ha, &ss))
+            return rc;
+        rc = rc ? rc : kv(o, f, "haMasterAddress", "%s", ss.master_addr);
+        rc = rc ? rc : kv(o, f, "haConnected", "%s", ss.connected ? "true" : "false");
+        rc = rc ? rc : kv(o, f, "haState", "%s", ss.stopped ? "stopped" : ss.verifying ? "verifying"
+                                               : ss.connected ? "following" : "connecting");
+        rc = rc ? rc : kv(o, f, "haReportedOffset", "%lld", (long long)ss.reported_offset);
+        rc = rc ? rc : kv(o, f, "haLastReadAgoMs", "%lld", (long long)ss.last_read_ago_ms);
+        rc = rc ? rc : kv(o, f, "haBytesReceived", "%llu", (unsigned long long)ss.bytes_received);
+        rc = rc ? rc : kv(o, f, "haTruncations", "%llu", (unsigned long long)ss.truncations);
+        rc = rc ? rc : kv(o, f, "haConnects", "%llu", (unsigned long long)ss.connects);
+        return rc;
+    }
+    struct ha_master_status ms;
+    if (ha_master_status(b->ha, &ms))
+        return rc;
+    rc = rc ? rc : kv(o, f, "haListenPort", "%d", b->ha_port);
+    rc = rc ? rc : kv(o, f, "haSlaveCount", "%d", ms.slave_count);
+    rc = rc ? rc : kv(o, f, "haMaxAckOffset", "%lld", (long long)ms.max_ack);
+    rc = rc ? rc : kv(o, f, "slaveFallBehindMuch", "%lld",
+                      ms.slave_count ? (long long)(ms.max_offset - ms.max_ack) : 0LL);
+    rc = rc ? rc : kv(o, f, "haPendingSlaveWaits", "%llu", (unsigned long long)ms.pending_waits);
+    rc = rc ? rc : kv(o, f, "haSlaveOk", "%s", ha_slave_ok(b->ha, ms.max_offset) ? "true" : "false");
+    for (int i = 0; i < ms.filled && !rc; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "haSlave%d", i);
+        rc = kv(o, f, k, "%s ack=%lld lagBytes=%lld lagMs=%lld sent=%llu", ms.slaves[i].addr,
+                (long long)ms.slaves[i].ack_offset, (long long)ms.slaves[i].lag_bytes,
+                (long long)ms.slaves[i].lag_ms, (unsigned long long)ms.slaves[i].bytes_sent);
+    }
+    return rc;
+}
+
+/* Timer wheel statistics (RocketMQ 5 timerOffsetBehind; the rest ours). */
+static int timer_info(struct broker *b, struct buf *o, bool *f)
+{
+    if (!b->timer)
+        return kv(o, f, "timerWheelEnable", "false");
+    struct tmr_stats t;
+    tmr_get_stats(b->timer, &t);
+    int64_t max = store_max_queue_offset(b->store, TMR_TOPIC, TMR_QUEUE_ID);
+    int rc = kv(o, f, "timerWheelEnable", "%s", b->cfg.timer_enable ? "true" : "false");
+    rc = rc ? rc : kv(o, f, "timerOffsetBehind", "%lld", (long long)(max > t.enqueue_offset ? max - t.enqueue_offset : 0));
+    rc = rc ? rc : kv(o, f, "timerPending", "%llu", (unsigned long long)t.pending);
+    rc = rc ? rc : kv(o, f, "timerEnqueued", "%llu", (unsigned long long)t.enqueued);
+    rc = rc ? rc : kv(o, f, "timerDelivered", "%llu", (unsigned long long)t.delivered);
+    rc = rc ? rc : kv(o, f, "timerLost", "%llu", (unsigned long long)t.lost);
+    rc = rc ? rc : kv(o, f, "timerLastLagMs", "%lld", (long long)t.last_lag_ms);
+    rc = rc ? rc : kv(o, f, "timerMaxLagMs", "%lld", (long long)t.max_lag_ms);
+    rc = rc ? rc : kv(o, f, "timerDequeueMs", "%lld", (long long)t.dequeue_ms);
+    rc = rc ? rc : kv(o, f, "timerWheelBytes", "%llu", (unsigned long long)t.wheel_bytes);
+    rc = rc ? rc : kv(o, f, "timerHeapBytes", "%llu", (unsigned long long)t.heap_bytes);
+    rc = rc ? rc : kv(o, f, "timerLogBytes", "%llu", (unsigned long long)t.log_bytes);
+    return rc;
+}
+
 static void runtime_info(struct adm *a, rmt_conn *c, rmt_cmd *req)
 {
     struct broker *b = a->b;
@@ -544,6 +637,9 @@ static void runtime_info(struct adm *a, rmt_conn *c, rmt_cmd *req)
     rc = rc ? rc : kv(o, &f, "consumerChannels", "%d", nc);
     rc = rc ? rc : kv(o, &f, "topicCount", "%zu", meta_topic_count(b->meta));
     rc = rc ? rc : kv(o, &f, "consumeQueueCount", "%llu", (unsigned long long)st.queue_count);
+    rc = rc ? rc : ha_info(b, o, &f);
+    rc = rc ? rc : timer_info(b, o, &f);
+    rc = rc ? rc : hs_runtime_info(b->hs, o);
     rc = rc ? rc : buf_append(o, "}}", 2);
     reply_body(b, c, req, rc);
 }

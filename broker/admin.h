@@ -14,6 +14,9 @@
 
 #include <stdbool.h>
 
+#include <jansson.h>
+
+#include "metadata.h"
 #include "remoting.h"
 
 struct broker;
@@ -25,6 +28,13 @@ void adm_free(struct adm *a);
 void adm_start(struct adm *a);
 /* Handles req if its code belongs here; returns false otherwise. */
 bool adm_on_request(struct adm *a, rmt_conn *c, rmt_cmd *req);
+
+/* RocketMQ JSON (TopicConfig / SubscriptionGroupConfig objects) to configs;
+ * absent fields take the defaults. Used by UPDATE_AND_CREATE_SUBSCRIPTIONGROUP
+ * and the slave's metadata sync. adm_topic_from_json returns 0 or -EINVAL
+ * (bad name, queue count or perm). */
+void adm_group_from_json(json_t *o, const char *name, struct meta_group *g);
+int adm_topic_from_json(json_t *o, const char *name, struct meta_topic *t);
 
 /* Keys UPDATE_BROKER_CONFIG may change. */
 extern const char *const adm_runtime_keys[];

@@ -201,6 +201,7 @@ int brk_create_system_topics(struct broker *b)
         { BRK_SELF_TEST_TOPIC, 1, META_PERM_READ | META_PERM_WRITE },
         { BRK_OFFSET_MOVED_TOPIC, 1, META_PERM_READ | META_PERM_WRITE },
         { BRK_SCHEDULE_TOPIC, 0, META_PERM_READ | META_PERM_WRITE },
+        { TMR_TOPIC, 1, META_PERM_READ | META_PERM_WRITE },
         { b->cfg.cluster, 16, META_PERM_INHERIT },
         { b->cfg.name, 1, META_PERM_INHERIT },
         { b->cfg.auto_create_topic ? BRK_DEFAULT_TOPIC : NULL, (int)b->cfg.default_queue_nums,

@@ -27,6 +27,7 @@
 #include "metadata.h"
 #include "remoting.h"
 #include "store.h"
+#include "timer.h"
 
 #define BRK_DEFAULT_TOPIC "TBW102"
 #define BRK_SCHEDULE_TOPIC "SCHEDULE_TOPIC_XXXX"
@@ -84,6 +85,17 @@ struct broker_settings {
     int64_t tx_check_interval_ms;   /* transactionCheckInterval */
     int64_t tx_check_max;           /* transactionCheckMax */
     int64_t lock_max_live_ms;       /* rebalanceLockMaxLiveTime */
+    int64_t ha_listen_port;         /* haListenPort (-1: listenPort + 1) */
+    int64_t ha_heartbeat_ms;        /* haSendHeartbeatInterval */
+    int64_t ha_housekeeping_ms;     /* haHousekeepingInterval */
+    int64_t ha_transfer_batch;      /* haTransferBatchSize */
+    int64_t ha_max_gap;             /* haMaxGapNotInSync */
+    int64_t sync_slave_timeout;     /* syncSlaveTimeout */
+    char ha_master_addr[128];       /* haMasterAddress (slave; empty: from the nameserver) */
+    int64_t slave_sync_ms;          /* slaveMetadataSyncInterval */
+    bool timer_enable;              /* timerWheelEnable */
+    int64_t timer_max_delay_sec;    /* timerMaxDelaySec */
+    int64_t timer_precision_ms;     /* timerPrecisionMs */
 };
 
 struct send_ctx;
@@ -95,6 +107,9 @@ struct adm;
 struct pop_ctx;
 struct tx;
 struct lock_ctx;
+struct ha;
+struct tmr;
+struct hs;
 /* The daemon's configuration table (main.c). */
 extern const struct cfg_key brk_cfg_keys[];
 
@@ -121,6 +136,12 @@ struct broker {
     struct pop_ctx *pop;      /* pop consumption (pop.c) */
     struct tx *tx;
     struct lock_ctx *lock;
+    struct ha *ha;            /* replication (ha.h): master or slave side */
+    int ha_port;              /* bound HA port (master) */
+    struct tmr *timer;        /* timer messages (timer.h); NULL on a slave */
+    struct tmr_config *tmr_cfg; /* the timer's settings for the send path; NULL on a slave */
+    struct hs *hs;            /* slave metadata sync / offset flow-back (ha_sync.h) */
+    char master_addr[128];    /* slave: the master's remoting address, if known */
     struct brk_stats stats;
     int64_t start_ms;
     uint64_t config_version;  /* bumped by UPDATE_BROKER_CONFIG */
@@ -172,7 +193,7 @@ const struct meta_topic *brk_topic_system(struct broker *b, const char *topic, i
 /* Subscription group config, auto-created when autoCreateSubscriptionGroup. */
 const struct meta_group *brk_group(struct broker *b, const char *group);
 /* Creates the built-in topics (TBW102, SELF_TEST_TOPIC, cluster / broker
- * name topics, OFFSET_MOVED_EVENT, SCHEDULE_TOPIC_XXXX). Returns 0 or -errno. */
+ * name topics, OFFSET_MOVED_EVENT, SCHEDULE_TOPIC_XXXX, the timer wheel topic). Returns 0 or -errno. */
 int brk_create_system_topics(struct broker *b);
 
 /* Parses a peer "ip:port" / "[v6]:port" into a msg_host. Returns 0 or -EINVAL. */

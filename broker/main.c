@@ -9,10 +9,13 @@
  * are batched to LMDB by the metadata writer thread every
  * flushConsumerOffsetInterval.
  *
- * Start: config -> listen -> metadata -> store recovery -> system topics ->
- * register with the nameservers -> READY=1. SIGTERM: stop accepting, refuse
- * new sends/pulls, answer held pulls and pending flush waits, unregister,
- * close connections, close the store, persist offsets, exit 0.
+ * Start: config -> listen -> metadata -> store recovery -> HA (master:
+ * listen for slaves; slave: follow the master) and the timer wheel (masters
+ * only: a slave's log is the master's copy and never gets its own appends)
+ * -> system topics -> register with the nameservers -> READY=1. SIGTERM:
+ * stop accepting, refuse new sends/pulls, answer held pulls and pending
+ * flush / slave waits, stop HA, unregister, close connections, close the
+ * timer and the store, persist offsets, exit 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,6 +33,8 @@
 #include "client_manager.h"
 #include "config.h"
 #include "daemon.h"
+#include "ha.h"
+#include "ha_sync.h"
 #include "lock.h"
 #include "log.h"
 #include "pop.h"
@@ -38,6 +43,7 @@
 #include "registrar.h"
 #include "schedule.h"
 #include "send.h"
+#include "timer.h"
 #include "transaction.h"
 
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
@@ -67,7 +73,9 @@ const struct cfg_key brk_cfg_keys[] = {
     { .name = "flushDiskType", .type = CFG_ENUM, .offset = S(flush_type), .enum_values = flush_types,
       .def = "ASYNC_FLUSH", .help = "ASYNC_FLUSH, or SYNC_FLUSH (a send is answered once on disk)" },
     { .name = "brokerRole", .type = CFG_ENUM, .offset = S(role), .enum_values = roles,
-      .def = "ASYNC_MASTER", .help = "ASYNC_MASTER, SYNC_MASTER or SLAVE (a slave refuses sends; no HA yet)" },
+      .def = "ASYNC_MASTER",
+      .help = "ASYNC_MASTER, SYNC_MASTER (a send is answered once a slave holds it) or SLAVE (follows "
+              "the master of its brokerName, refuses sends, serves reads); start-time only" },
     { .name = "defaultTopicQueueNums", .type = CFG_INT, .offset = S(default_queue_nums), .min = 1,
       .max = 1024, .def = "4", .help = "Queues of an auto-created topic" },
     { .name = "autoCreateTopicEnable", .type = CFG_BOOL, .offset = S(auto_create_topic), .def = "true",
@@ -137,10 +145,36 @@ const struct cfg_key brk_cfg_keys[] = {
       .def = "15", .help = "Checks of an undecided half message before it is discarded" },
     { .name = "rebalanceLockMaxLiveTime", .type = CFG_INT, .offset = S(lock_max_live_ms), .min = 100,
       .max = 86400000, .def = "60000", .help = "ms an orderly consumer's queue lock lasts without renewal" },
+    { .name = "haListenPort", .type = CFG_INT, .offset = S(ha_listen_port), .min = -1, .max = 65535,
+      .def = "-1", .help = "Master: TCP port slaves replicate from (-1 = listenPort + 1, 0 = any free port)" },
+    { .name = "haSendHeartbeatInterval", .type = CFG_INT, .offset = S(ha_heartbeat_ms), .min = 100,
+      .max = 600000, .def = "5000", .help = "ms between HA heartbeats / slave acknowledgements when idle" },
+    { .name = "haHousekeepingInterval", .type = CFG_INT, .offset = S(ha_housekeeping_ms), .min = 1000,
+      .max = 3600000, .def = "20000", .help = "ms of silence after which an HA connection is dropped" },
+    { .name = "haTransferBatchSize", .type = CFG_INT, .offset = S(ha_transfer_batch), .min = 4096,
+      .max = 67108864, .def = "262144", .help = "Most commitlog bytes per HA transfer" },
+    { .name = "haMaxGapNotInSync", .type = CFG_INT, .offset = S(ha_max_gap), .min = 1,
+      .max = 1099511627776LL, .def = "268435456",
+      .help = "SYNC_MASTER: a slave further behind than this (bytes) does not count (SLAVE_NOT_AVAILABLE)" },
+    { .name = "syncSlaveTimeout", .type = CFG_INT, .offset = S(sync_slave_timeout), .min = 100,
+      .max = 600000, .def = "5000", .help = "SYNC_MASTER: ms before a send answers FLUSH_SLAVE_TIMEOUT" },
+    { .name = "haMasterAddress", .type = CFG_STRING, .offset = S(ha_master_addr), .size = SZ(ha_master_addr),
+      .def = "", .help = "Slave: the master's HA address ip:port; empty = the haServerAddr the nameserver reports" },
+    { .name = "slaveMetadataSyncInterval", .type = CFG_INT, .offset = S(slave_sync_ms), .min = 100,
+      .max = 3600000, .def = "10000",
+      .help = "Slave: ms between copies of the master's topics, groups and offsets (and offset flow-back)" },
+    { .name = "timerWheelEnable", .type = CFG_BOOL, .offset = S(timer_enable), .def = "true",
+      .help = "Timer messages (TIMER_DELIVER_MS / TIMER_DELAY_SEC / TIMER_DELAY_MS); start-time only" },
+    { .name = "timerMaxDelaySec", .type = CFG_INT, .offset = S(timer_max_delay_sec), .min = 1,
+      .max = 315360000, .def = "259200", .help = "Longest timer delay accepted (s); start-time only" },
+    { .name = "timerPrecisionMs", .type = CFG_INT, .offset = S(timer_precision_ms), .min = 10,
+      .max = 60000, .def = "500", .help = "Timer wheel slot (ms); start-time only" },
     CFG_END,
 };
 
 static struct broker B;
+static struct tmr_config timer_cfg;
+static char timer_dir[sizeof B.cfg.store_root + 16];
 static ev_timer offsets_timer;
 
 static void on_request(rmt_conn *c, rmt_cmd *req, void *ud)
@@ -346,12 +380,57 @@ int main(int argc, char **argv)
         log_error("cannot open the message store under %s: %s", b->cfg.store_root, strerror(-rc));
         return 1;
     }
-    b->send = send_new(b);
+    struct ha_config hc;
+    ha_config_defaults(&hc);
+    hc.listen_host = b->cfg.bind_address;
+    hc.listen_port = b->cfg.ha_listen_port < 0 ? b->port + 1 : (int)b->cfg.ha_listen_port;
+    hc.heartbeat_interval_ms = (int)b->cfg.ha_heartbeat_ms;
+    hc.housekeeping_interval_ms = (int)b->cfg.ha_housekeeping_ms;
+    hc.transfer_batch = (uint32_t)b->cfg.ha_transfer_batch;
+    hc.max_gap_not_in_sync = b->cfg.ha_max_gap;
+    hc.sync_timeout_ms = (int)b->cfg.sync_slave_timeout;
+    if (hc.recv_buffer < 2 * ((uint32_t)b->cfg.max_message_size + 65536))
+        hc.recv_buffer = 2 * ((uint32_t)b->cfg.max_message_size + 65536);
+    int herr = 0;
+    if (b->cfg.role == BRK_SLAVE) {
+        b->ha = ha_slave_start(b->loop, b->store, b->cfg.ha_master_addr, &hc, &herr);
+    } else {
+        b->ha = ha_master_start(b->loop, b->store, &hc, &herr);
+        b->ha_port = b->ha ? ha_master_port(b->ha) : 0;
+    }
+    if (!b->ha) {
+        log_error("cannot start HA (%s): %s", b->cfg.role == BRK_SLAVE ? "slave" : "master",
+                  strerror(-herr));
+        store_close(b->store);
+        meta_close(b->meta);
+        return 1;
+    }
+    if (b->cfg.role != BRK_SLAVE) {
+        tmr_config_defaults(&timer_cfg);
+        snprintf(timer_dir, sizeof timer_dir, "%.511s/timer", b->cfg.store_root);
+        timer_cfg.root_dir = timer_dir;
+        timer_cfg.enable = b->cfg.timer_enable;
+        timer_cfg.max_delay_sec = b->cfg.timer_max_delay_sec;
+        timer_cfg.precision_ms = (int)b->cfg.timer_precision_ms;
+        rc = tmr_open(b->store, &timer_cfg, &b->timer);
+        if (rc) {
+            log_error("cannot open the timer wheel under %s: %s", timer_dir, strerror(-rc));
+            ha_free(b->ha);
+            store_close(b->store);
+            meta_close(b->meta);
+            return 1;
+        }
+        b->tmr_cfg = &timer_cfg;
+    }
+    b->hs = hs_new(b);
+    b->send = b->hs ? send_new(b) : NULL;
     b->sched = b->send ? sched_new(b) : NULL;
     b->tx = b->sched ? tx_new(b) : NULL;
     b->lock = lock_new(b);
     if (!b->send || !b->sched || !b->tx || !b->lock || brk_create_system_topics(b)) {
         log_error("broker start failed");
+        ha_free(b->ha);
+        tmr_close(b->timer);
         store_close(b->store);
         meta_close(b->meta);
         return 1;
@@ -365,10 +444,16 @@ int main(int argc, char **argv)
     sched_start(b->sched);
     tx_start(b->tx);
     pop_start(b->pop);
+    hs_start(b->hs);
     reg_start(b->reg);
     log_info("broker %s (%s/%s id %lld, %s, %s) listening on %s:%d, store %s", b->addr, b->cfg.cluster,
              b->cfg.name, (long long)b->cfg.broker_id, roles[b->cfg.role], flush_types[b->cfg.flush_type],
              b->cfg.bind_address, b->port, b->cfg.store_root);
+    if (b->cfg.role == BRK_SLAVE)
+        log_info("HA slave: following %s", b->cfg.ha_master_addr[0] ? b->cfg.ha_master_addr
+                                                                      : "the master the nameserver reports");
+    else
+        log_info("HA: listening for slaves on %s:%d", b->cfg.bind_address, b->ha_port);
     dmn_notify("READY=1");
 
     ev_run(b->loop, 0);
@@ -379,12 +464,20 @@ int main(int argc, char **argv)
     pull_answer_all(b->pull);
     pop_stop(b->pop);
     reg_unregister_all(b->reg, 3000);
-    run_briefly(b->loop, (int)b->cfg.sync_flush_timeout + 1000);
+    run_briefly(b->loop, (int)(b->cfg.sync_flush_timeout + b->cfg.sync_slave_timeout) + 1000);
+    /* Answers the slave waits still pending (SLAVE_NOT_AVAILABLE) while the
+     * connections are still open. */
+    ha_free(b->ha);
+    b->ha = NULL;
+    hs_free(b->hs);
+    b->hs = NULL;
     /* Let the answers already produced leave before connections close. */
     for (int i = 0; i < 20; i++)
         ev_run(b->loop, EVRUN_NOWAIT);
     rmt_server_free(b->server);
     b->server = NULL;
+    tmr_close(b->timer);
+    b->timer = NULL;
     store_close(b->store);
     send_drain(b->send);
     pop_free(b->pop);

@@ -227,6 +227,13 @@ static enum run_result run(struct pull_ctx *p, rmt_conn *c, int32_t opaque, uint
         code = RMT_RESP_PULL_NOT_FOUND;
         break;
     }
+    if (code == RMT_RESP_PULL_OFFSET_MOVED && b->cfg.role == BRK_SLAVE && st != STORE_GET_OFFSET_TOO_SMALL) {
+        /* As a RocketMQ slave (offsetCheckInSlave=false): an offset beyond
+         * this copy is one the master had and the slave has not received
+         * yet; the consumer keeps it and waits instead of moving back. */
+        code = RMT_RESP_PULL_NOT_FOUND;
+        res.next_begin_offset = q->offset;
+    }
     if (code == RMT_RESP_PULL_NOT_FOUND && !final) {
         store_hold_release(&res.hold);
         return RUN_EMPTY;

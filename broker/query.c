@@ -2,7 +2,9 @@
  * Offset and message queries. Consumer offsets are committed to memory
  * (meta_offset_commit) and reach LMDB in the periodic batch; VIEW_MESSAGE
  * answers zero-copy from the mapped log, QUERY_MESSAGE copies the (few)
- * matching records into the response body.
+ * matching records into the response body. Commits on a slave are also
+ * recorded for the flow-back to the master (ha_sync.h); a commit carrying
+ * the flow-back flag only ever raises an offset.
  */
 #include "query.h"
 
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "ha_sync.h"
 #include "log.h"
 
 #define QUERY_MAX_DEFAULT 32
@@ -60,7 +63,18 @@ static void update_consumer_offset(struct broker *b, rmt_conn *c, rmt_cmd *req)
                 (long long)qid, (long long)off);
         return;
     }
+    int64_t cur;
+    if (rmt_cmd_ext_bool(req, HS_FLOW_BACK_FIELD, false) &&
+        meta_offset_query(b->meta, topic, group, (uint32_t)qid, &cur) == 0 && cur >= off) {
+        /* A slave handing back what consumers committed there while this
+         * master was away never moves an offset backwards. */
+        brk_resp(b, RMT_RESP_SUCCESS);
+        brk_reply(b, c, req, false);
+        return;
+    }
     int rc = meta_offset_commit(b->meta, topic, group, (uint32_t)qid, off);
+    if (!rc && b->cfg.role == BRK_SLAVE)
+        rc = hs_local_commit(b->hs, topic, group, (uint32_t)qid, off);
     if (rc) {
         brk_err(b, c, req, RMT_RESP_SYSTEM_ERROR, "cannot commit the offset: %s", strerror(-rc));
         return;

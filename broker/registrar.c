@@ -3,6 +3,11 @@
  * REGISTER_BROKER per nameserver, in parallel, on the broker's own loop.
  * A registration that is still in flight when the next one is due is not
  * duplicated; a change requested meanwhile is sent once it completes.
+ *
+ * HA: the broker advertises haServerAddr (brokerIP1:haListenPort). A slave
+ * learns its master from the answers: masterAddr (remoting, for the
+ * metadata sync) and, unless haMasterAddress is configured, haServerAddr
+ * (the replication address) for ha_slave_set_master.
  */
 #include "registrar.h"
 
@@ -14,6 +19,8 @@
 #include <jansson.h>
 
 #include "broker.h"
+#include "ha.h"
+#include "ha_sync.h"
 #include "log.h"
 
 #define REG_MAX_NS 16
@@ -141,6 +148,25 @@ int reg_topic_wrapper_json(struct broker *b, struct buf *out)
 
 static void send_one(struct reg_ns *n);
 
+/* Slave: the master's addresses from a REGISTER_BROKER answer. An answer
+ * without them (no master registered right now) changes nothing: the HA
+ * connection keeps retrying the last master. */
+static void learn_master(struct reg *r, const rmt_cmd *resp)
+{
+    struct broker *b = r->b;
+    const char *master = rmt_cmd_ext(resp, "masterAddr");
+    const char *ha = rmt_cmd_ext(resp, "haServerAddr");
+    if (master && *master)
+        hs_set_master(b->hs, master);
+    if (!b->cfg.ha_master_addr[0] && ha && *ha && b->ha) {
+        struct ha_slave_status st;
+        if (ha_slave_status(b->ha, &st) == 0 && strcmp(st.master_addr, ha) != 0)
+            log_info("HA: replicating from %s (haServerAddr from the nameserver)", ha);
+        if (ha_slave_set_master(b->ha, ha))
+            log_warn("HA: the nameserver reported haServerAddr '%s', which is not ip:port", ha);
+    }
+}
+
 static void on_registered(int status, rmt_cmd *resp, void *ud)
 {
     struct reg_ns *n = ud;
@@ -157,6 +183,8 @@ static void on_registered(int status, rmt_cmd *resp, void *ud)
                      r->b->cfg.cluster, r->b->cfg.name, (long long)r->b->cfg.broker_id);
         n->registered = true;
         r->ok++;
+        if (r->b->cfg.role == BRK_SLAVE)
+            learn_master(r, resp);
     }
     if (n->again && !r->b->stopping) {
         n->again = false;
@@ -185,7 +213,9 @@ static void send_one(struct reg_ns *n)
     rmt_cmd req;
     rmt_cmd_init(&req, RMT_REQ_REGISTER_BROKER);
     char ha[160];
-    snprintf(ha, sizeof ha, "%s:%d", b->cfg.ip1, b->port + 1);
+    int ha_port = b->ha_port ? b->ha_port
+                             : (b->cfg.ha_listen_port > 0 ? (int)b->cfg.ha_listen_port : b->port + 1);
+    snprintf(ha, sizeof ha, "%s:%d", b->cfg.ip1, ha_port);
     rmt_cmd_set_ext(&req, "brokerAddr", b->addr);
     rmt_cmd_set_ext(&req, "brokerName", b->cfg.name);
     rmt_cmd_set_ext_int(&req, "brokerId", b->cfg.broker_id);

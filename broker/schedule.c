@@ -138,7 +138,8 @@ static bool run_level(struct sched *s, int level, int64_t now)
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct sched *s = w->data;
-    if (s->b->stopping)
+    /* A slave's log is the master's copy: it never appends on its own. */
+    if (s->b->stopping || s->b->cfg.role == BRK_SLAVE)
         return;
     int64_t now = brk_now_ms();
     bool more = false;
@@ -179,4 +180,12 @@ void sched_on_delay_offsets(struct sched *s, rmt_conn *c, rmt_cmd *req)
         return;
     }
     brk_reply(b, c, req, true);
+}
+
+void sched_set_offset(struct sched *s, int level, int64_t offset)
+{
+    if (level < 0 || level >= s->nlevels || offset < 0 || s->offset[level] == offset)
+        return;
+    s->offset[level] = offset;
+    meta_offset_commit(s->b->meta, BRK_SCHEDULE_TOPIC, SCHED_GROUP, (uint32_t)level, offset);
 }

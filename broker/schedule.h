@@ -6,12 +6,16 @@
  * computes: store time + level delay) has passed. One 100 ms timer on the
  * loop walks every level; progress per level is kept as the consumer offset
  * of the internal group "%SCHEDULE%" on SCHEDULE_TOPIC_XXXX, so it is
- * persisted with the other offsets and survives restarts.
+ * persisted with the other offsets and survives restarts. A slave never
+ * delivers (its log is the master's copy); it only keeps the master's
+ * progress (sched_set_offset, from the metadata sync).
  *
  * Ownership: sched_new allocates, sched_free releases.
  */
 #ifndef RMQ_BROKER_SCHEDULE_H
 #define RMQ_BROKER_SCHEDULE_H
+
+#include <stdint.h>
 
 #include "remoting.h"
 
@@ -25,6 +29,8 @@ void sched_free(struct sched *s);
 void sched_start(struct sched *s);
 void sched_stop(struct sched *s);
 /* GET_ALL_DELAY_OFFSET: {"offsetTable":{1:off,...},"dataVersion":{..}}. */
+/* Slave metadata sync: the master's progress of one level (0-based). */
+void sched_set_offset(struct sched *s, int level, int64_t offset);
 void sched_on_delay_offsets(struct sched *s, rmt_conn *c, rmt_cmd *req);
 
 #endif

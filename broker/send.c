@@ -1,10 +1,16 @@
 /*
  * Send processor (RocketMQ SendMessageProcessor + CommitLog.putMessage's
  * broker-side rules): validation, topic auto-creation, retry/DLQ routing,
- * delay-level redirection into SCHEDULE_TOPIC_XXXX, the append, and the
- * answer. Properties are rebuilt in a scratch buffer owned by the context,
- * and SYNC_FLUSH waits use pooled pending entries, so the steady-state path
- * does not allocate.
+ * timer messages (timer.h rewrite into the wheel topic), delay-level
+ * redirection into SCHEDULE_TOPIC_XXXX, the append, and the answer.
+ * Properties are rebuilt in scratch buffers owned by the context, and
+ * SYNC_FLUSH / SYNC_MASTER waits use pooled pending entries, so the
+ * steady-state path does not allocate.
+ *
+ * A pending send goes through up to two waits: the group commit
+ * (SYNC_FLUSH, completed on a store thread and handed to the loop) and then,
+ * on a SYNC_MASTER, a slave's acknowledgement (ha_wait_slave, completed on
+ * the loop). A flush timeout is answered at once, before any slave wait.
  */
 #include "send.h"
 
@@ -15,7 +21,9 @@
 #include <string.h>
 
 #include "broker.h"
+#include "ha.h"
 #include "log.h"
+#include "timer.h"
 #include "transaction.h"
 
 #define PENDING_CHUNK 256
@@ -30,6 +38,7 @@ struct pending {
     enum store_put_status st;
     int32_t queue_id;
     int64_t queue_offset;
+    int64_t end_offset;
     struct buf ids;
     char txid[128];
 };
@@ -45,6 +54,7 @@ struct send_ctx {
     size_t nchunks;
     unsigned outstanding;
     char props[PROPS_CAP];
+    char props2[PROPS_CAP];   /* timer rewrite output */
     int64_t *phys;
     size_t phys_cap;
     struct buf ids;
@@ -191,23 +201,57 @@ static void on_flushed(enum store_put_status st, void *ud)
     ev_async_send(s->b->loop, &s->wake);
 }
 
+/* Answers a pending send and returns it to the pool. */
+static void finish(struct send_ctx *s, struct pending *p, enum store_put_status st)
+{
+    if (rmt_conn_is_open(p->conn))
+        answer(s, p->conn, p->opaque, p->serialize, st, (const char *)p->ids.data, p->queue_id,
+               p->queue_offset, p->txid);
+    rmt_conn_unref(p->conn);
+    p->conn = NULL;
+    p->next = s->free;
+    s->free = p;
+    s->outstanding--;
+}
+
+static void on_slave_ack(enum store_put_status st, void *ud)
+{
+    struct pending *p = ud;
+    finish(p->s, p, st);
+}
+
+/* The flush stage is over (or there was none): a SYNC_MASTER now waits for
+ * a slave to hold the message. */
+static void after_flush(struct send_ctx *s, struct pending *p, enum store_put_status st)
+{
+    struct broker *b = s->b;
+    if (st != STORE_PUT_OK || b->cfg.role != BRK_SYNC_MASTER) {
+        finish(s, p, st);
+        return;
+    }
+    int rc = b->ha ? ha_wait_slave(b->ha, p->end_offset, on_slave_ack, p) : -ENOTCONN;
+    if (rc == HA_WAIT_PENDING)
+        return;
+    finish(s, p, rc == HA_WAIT_DONE ? STORE_PUT_OK : STORE_PUT_SLAVE_NOT_AVAILABLE);
+}
+
 void send_drain(struct send_ctx *s)
 {
     pthread_mutex_lock(&s->mu);
-    struct pending *l = s->done;
+    struct pending *l = s->done, *ordered = NULL;
     s->done = NULL;
     pthread_mutex_unlock(&s->mu);
+    /* The list is newest first; slave waits want increasing offsets. */
     while (l) {
         struct pending *p = l;
         l = p->next;
-        if (rmt_conn_is_open(p->conn))
-            answer(s, p->conn, p->opaque, p->serialize, p->st, (const char *)p->ids.data,
-                   p->queue_id, p->queue_offset, p->txid);
-        rmt_conn_unref(p->conn);
-        p->conn = NULL;
-        p->next = s->free;
-        s->free = p;
-        s->outstanding--;
+        p->next = ordered;
+        ordered = p;
+    }
+    while (ordered) {
+        struct pending *p = ordered;
+        ordered = p->next;
+        after_flush(s, p, p->st);
     }
 }
 
@@ -217,44 +261,51 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 }
 
 /* After a successful append: answer now, or park the answer until the
- * group commit covers end_offset (SYNC_FLUSH and the producer waits). */
+ * group commit covers end_offset (SYNC_FLUSH) and / or a slave acknowledged
+ * it (SYNC_MASTER), when the producer waits for the store. */
 static void complete(struct send_ctx *s, rmt_conn *c, const rmt_cmd *req,
                      const struct store_put_result *res, const char *ids, const char *txid,
                      bool wait_store, int32_t qid)
 {
     struct broker *b = s->b;
+    if (b->ha && b->cfg.role != BRK_SLAVE)
+        ha_notify_new_data(b->ha);
     if (rmt_cmd_is_oneway(req))
         return;
-    if (b->cfg.flush_type == STORE_SYNC_FLUSH && wait_store) {
-        struct pending *p = pending_get(s);
-        if (!p || buf_append(&p->ids, ids, strlen(ids) + 1)) {
-            if (p) {
-                p->next = s->free;
-                s->free = p;
-            }
-            answer(s, c, req->opaque, req->serialize, STORE_PUT_FLUSH_DISK_TIMEOUT, ids, qid,
-                   res->queue_offset, txid);
-            return;
-        }
-        p->conn = c;
-        p->opaque = req->opaque;
-        p->serialize = req->serialize;
-        p->queue_offset = res->queue_offset;
-        p->queue_id = qid;
-        snprintf(p->txid, sizeof p->txid, "%s", txid ? txid : "");
-        int rc = store_flush_wait(b->store, res->end_offset, on_flushed, p);
-        if (rc == 0) {
-            rmt_conn_ref(c);
-            s->outstanding++;
-            return;
-        }
-        p->next = s->free;
-        s->free = p;
-        answer(s, c, req->opaque, req->serialize, rc == 1 ? STORE_PUT_OK : STORE_PUT_FLUSH_DISK_TIMEOUT,
-               ids, p->queue_id, res->queue_offset, txid);
+    bool sync_flush = b->cfg.flush_type == STORE_SYNC_FLUSH && wait_store;
+    bool sync_slave = b->cfg.role == BRK_SYNC_MASTER && wait_store;
+    if (!sync_flush && !sync_slave) {
+        answer(s, c, req->opaque, req->serialize, STORE_PUT_OK, ids, qid, res->queue_offset, txid);
         return;
     }
-    answer(s, c, req->opaque, req->serialize, STORE_PUT_OK, ids, qid, res->queue_offset, txid);
+    struct pending *p = pending_get(s);
+    if (!p || buf_append(&p->ids, ids, strlen(ids) + 1)) {
+        if (p) {
+            p->next = s->free;
+            s->free = p;
+        }
+        answer(s, c, req->opaque, req->serialize,
+               sync_flush ? STORE_PUT_FLUSH_DISK_TIMEOUT : STORE_PUT_SLAVE_NOT_AVAILABLE, ids, qid,
+               res->queue_offset, txid);
+        return;
+    }
+    p->conn = c;
+    p->opaque = req->opaque;
+    p->serialize = req->serialize;
+    p->queue_offset = res->queue_offset;
+    p->end_offset = res->end_offset;
+    p->queue_id = qid;
+    snprintf(p->txid, sizeof p->txid, "%s", txid ? txid : "");
+    rmt_conn_ref(c);
+    s->outstanding++;
+    if (sync_flush) {
+        int rc = store_flush_wait(b->store, res->end_offset, on_flushed, p);
+        if (rc == 0)
+            return;
+        after_flush(s, p, rc == 1 ? STORE_PUT_OK : STORE_PUT_FLUSH_DISK_TIMEOUT);
+        return;
+    }
+    after_flush(s, p, STORE_PUT_OK);
 }
 
 static const char *field(const rmt_cmd *req, bool v2, const char *longname, const char *shortname)
@@ -281,6 +332,27 @@ static int field_int(struct broker *b, rmt_conn *c, const rmt_cmd *req, bool v2,
 }
 
 static bool has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+
+static bool has_timer_prop(const char *props, size_t len)
+{
+    const char *v;
+    size_t vl;
+    return props && (msg_prop_get(props, len, MSG_PROP_TIMER_DELIVER_MS, &v, &vl) ||
+                     msg_prop_get(props, len, MSG_PROP_TIMER_DELAY_SEC, &v, &vl) ||
+                     msg_prop_get(props, len, MSG_PROP_TIMER_DELAY_MS, &v, &vl));
+}
+
+/* Timer messages are not supported inside a batch (one timer rewrite per
+ * append); any item carrying a timer property refuses the batch. */
+static bool batch_has_timer(const uint8_t *body, size_t len)
+{
+    size_t pos = 0;
+    struct msg_batch_item it;
+    while (msg_batch_next(body, len, &pos, &it) == 1)
+        if (has_timer_prop(it.props, it.props_len))
+            return true;
+    return false;
+}
 
 static int parse_level(const char *v, size_t vl)
 {
@@ -483,6 +555,11 @@ void send_on_request(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
             brk_err(b, c, req, RMT_RESP_MESSAGE_ILLEGAL, "the batch body is malformed or empty");
             return;
         }
+        if (batch_has_timer(req->body, req->body_len) || has_timer_prop(props_in, in_len)) {
+            brk_err(b, c, req, RMT_RESP_MESSAGE_ILLEGAL,
+                    "timer messages (TIMER_DELIVER_MS / TIMER_DELAY_SEC / TIMER_DELAY_MS) cannot be sent in a batch");
+            return;
+        }
         if ((size_t)n > s->phys_cap) {
             int64_t *np = realloc(s->phys, (size_t)n * sizeof *np);
             if (!np) {
@@ -523,6 +600,26 @@ void send_on_request(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
             txbuf[tvl] = 0;
             txid = txbuf;
         }
+        if (!half && b->tmr_cfg) {
+            const char *tt;
+            int32_t tq;
+            size_t tl;
+            int64_t deliver;
+            char terr[256] = "";
+            int trc = tmr_prepare_put(b->tmr_cfg, m.topic, m.queue_id, m.sysflag, s->props, plen, brk_now_ms(),
+                                      &tt, &tq, s->props2, PROPS_CAP, &tl, &deliver, terr, sizeof terr);
+            if (trc < 0) {
+                brk_err(b, c, req, RMT_RESP_MESSAGE_ILLEGAL, "%s%s",
+                        trc == -ENOTSUP ? "WHEEL_TIMER_NOT_ENABLE: " : "timer message illegal: ", terr);
+                return;
+            }
+            if (trc == 1) {
+                m.topic = tt;
+                m.queue_id = tq;
+                memcpy(s->props, s->props2, tl);
+                plen = tl;
+            }
+        }
         if (half ? tx_prepare_half(b->tx, s->props, PROPS_CAP, &plen, &m.topic, &m.queue_id, &m.sysflag)
                  : apply_delay(s, s->props, &plen, &m.topic, &m.queue_id)) {
             brk_err(b, c, req, RMT_RESP_MESSAGE_ILLEGAL, "the message properties are too long");
@@ -554,8 +651,11 @@ int send_republish(struct send_ctx *s, const char *topic, int queue_id, const st
     };
     struct store_put_result res;
     enum store_put_status st = store_put(s->b->store, &m, &res);
-    if (st == STORE_PUT_OK)
+    if (st == STORE_PUT_OK) {
         s->b->stats.put_msgs++;
+        if (s->b->ha && s->b->cfg.role != BRK_SLAVE)
+            ha_notify_new_data(s->b->ha);
+    }
     return (int)st;
 }
 
@@ -699,6 +799,8 @@ void send_on_msg_back(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
         return;
     }
     b->stats.put_msgs++;
+    if (b->ha)
+        ha_notify_new_data(b->ha);
     brk_resp(b, RMT_RESP_SUCCESS);
     brk_reply(b, c, req, false);
 }

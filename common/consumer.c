@@ -152,6 +152,8 @@ struct pq {
     int64_t next_offset;       /* -1 until known */
     int64_t consumed;          /* offset to commit; -1 none */
     int64_t committed;         /* last offset acknowledged / written */
+    double master_down_until;  /* loop time before which reads go to a slave */
+    char addr[CLI_ADDR_MAX];   /* broker the last pull went to (commits follow it) */
     bool pulling, loading, dropped, seen;
     ev_timer delay;
     rmt_cmd cmd;
@@ -234,16 +236,60 @@ static struct pq *pq_find(cli_consumer *cs, const char *broker, int qid)
     return NULL;
 }
 
-static const char *broker_addr(cli_consumer *cs, const char *broker)
-{
-    const struct cli_route *r = cli_route_cached(cs->c, cs->topic);
-    return r ? cli_route_any_addr(r, broker, false) : NULL;
-}
-
 static const char *master_addr(cli_consumer *cs, const char *broker)
 {
     const struct cli_route *r = cli_route_cached(cs->c, cs->topic);
     return r ? cli_route_addr(r, broker, CLI_MASTER_ID) : NULL;
+}
+
+/* Where a queue is read (and its offset committed): the master of its
+ * broker name, or a slave (lowest id) when the route has no master or the
+ * master refused / dropped a connection within the last
+ * CLI_MASTER_RETRY_MS. */
+#define CLI_MASTER_RETRY_MS 5000
+static const char *read_addr(cli_consumer *cs, const char *broker, double master_down_until)
+{
+    const struct cli_route *r = cli_route_cached(cs->c, cs->topic);
+    if (!r)
+        return NULL;
+    const char *m = cli_route_addr(r, broker, CLI_MASTER_ID);
+    if (m && ev_now(cli_client_loop(cs->c)) >= master_down_until)
+        return m;
+    const char *slave = NULL;
+    int64_t best = 0;
+    for (int i = 0; i < r->nbrokers; i++) {
+        if (strcmp(r->brokers[i].name, broker) != 0)
+            continue;
+        for (int j = 0; j < r->brokers[i].naddrs; j++) {
+            const struct cli_broker_addr *a = &r->brokers[i].addrs[j];
+            if (a->id != CLI_MASTER_ID && (!slave || a->id < best)) {
+                slave = a->addr;
+                best = a->id;
+            }
+        }
+    }
+    return slave ? slave : m;
+}
+
+static bool unreachable(int err)
+{
+    return err == -ECONNREFUSED || err == -ECONNRESET || err == -ETIMEDOUT || err == -EHOSTUNREACH ||
+           err == -ENETUNREACH || err == -EPIPE;
+}
+
+/* A request to q's master failed at the connection level: read from a slave
+ * for a while. */
+static void master_failed(struct pq *q, const char *addr, int err)
+{
+    cli_consumer *cs = q->cs;
+    const char *m = master_addr(cs, q->broker);
+    if (!unreachable(err) || !m || strcmp(m, addr) != 0)
+        return;
+    double now = ev_now(cli_client_loop(cs->c));
+    if (now >= q->master_down_until)
+        log_warn("consumer %s: master %s of %s is unreachable (%s); reading %s/%d from a slave for %d ms",
+                 cs->group, m, q->broker, strerror(-err), q->broker, q->queue_id, CLI_MASTER_RETRY_MS);
+    q->master_down_until = now + CLI_MASTER_RETRY_MS / 1000.0;
 }
 
 /* Local offsets (broadcasting). */
@@ -355,6 +401,7 @@ static void pull_done(const struct cli_pull_result *r, void *ud)
     if (dead || cs->stopping)
         return;
     if (r->err) {
+        master_failed(q, q->addr, r->err);
         if (r->err != -ECANCELED)
             log_warn("consumer %s: queue %s/%d at offset %lld: %s", cs->group, q->broker, q->queue_id,
                      (long long)q->next_offset, r->errmsg);
@@ -424,11 +471,12 @@ static void do_pull(struct pq *q)
     cli_consumer *cs = q->cs;
     if (q->pulling || q->dropped || cs->stopping || q->next_offset < 0)
         return;
-    const char *addr = broker_addr(cs, q->broker);
+    const char *addr = read_addr(cs, q->broker, q->master_down_until);
     if (!addr) {
         schedule_pull(q, cs->o.pull_retry_ms);
         return;
     }
+    snprintf(q->addr, sizeof q->addr, "%s", addr);
     struct cli_pull_req req = {
         .group = cs->group, .topic = cs->topic, .sub_expr = cs->sub.expr, .queue_id = q->queue_id,
         .offset = q->next_offset, .max_msgs = cs->o.batch_size, .suspend_ms = cs->o.suspend_ms,
@@ -443,8 +491,9 @@ static void do_pull(struct pq *q)
     if (rc) {
         q->pulling = false;
         cs->refs--;
-        log_warn("consumer %s: cannot pull %s/%d from %s: %s", cs->group, q->broker, q->queue_id, addr,
+        log_warn("consumer %s: cannot pull %s/%d from %s: %s", cs->group, q->broker, q->queue_id, q->addr,
                  strerror(-rc));
+        master_failed(q, q->addr, rc);
         schedule_pull(q, cs->o.pull_retry_ms);
     }
 }
@@ -501,7 +550,8 @@ static void commit_done(int status, rmt_cmd *resp, void *ud)
 
 static int commit_one(cli_consumer *cs, const char *broker, int qid, int64_t offset, bool shutdown)
 {
-    const char *addr = master_addr(cs, broker);
+    struct pq *q = pq_find(cs, broker, qid);
+    const char *addr = read_addr(cs, broker, q ? q->master_down_until : 0);
     if (!addr)
         return -EHOSTUNREACH;
     struct commit_call *k = calloc(1, sizeof *k);
@@ -563,6 +613,7 @@ struct offset_call {
     char broker[CLI_NAME_MAX];
     int queue_id;
     int step;              /* 0: QUERY_CONSUMER_OFFSET, 1: max/min/search */
+    char addr[CLI_ADDR_MAX];
 };
 
 static void offset_step(struct offset_call *k);
@@ -591,6 +642,7 @@ static void offset_done(int status, rmt_cmd *resp, void *ud)
                  status ? strerror(-status)
                         : (rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "bad answer"));
         q->loading = false;
+        master_failed(q, k->addr, status);
         free(k);
         cli_consumer_rebalance_now(cs);
         return;
@@ -608,9 +660,11 @@ static void offset_done(int status, rmt_cmd *resp, void *ud)
 static void offset_step(struct offset_call *k)
 {
     cli_consumer *cs = k->cs;
-    const char *addr = master_addr(cs, k->broker);
+    struct pq *q0 = pq_find(cs, k->broker, k->queue_id);
+    const char *addr = read_addr(cs, k->broker, q0 ? q0->master_down_until : 0);
     int rc = -EHOSTUNREACH;
     if (addr) {
+        snprintf(k->addr, sizeof k->addr, "%s", addr);
         rmt_cmd req;
         int code = RMT_REQ_QUERY_CONSUMER_OFFSET;
         if (k->step == 1)
