@@ -4,12 +4,27 @@
  *
  * Segment allocation runs ahead of the writer (RocketMQ's
  * AllocateMappedFileService): a background thread creates and preallocates
- * the next segment file as soon as the writer enters a segment, hands it
- * over, and then faults its pages into the page cache (read-populate, so
- * nothing is dirtied or written twice). When the writer rolls it takes the
- * ready segment under the put lock without touching the file system, and
- * its stores hit resident pages. If the allocator is behind or failed, the
- * writer waits for the file being created or creates it itself.
+ * the next segment file as soon as the writer enters a segment and hands it
+ * over; when the writer rolls it takes the ready segment under the put lock
+ * without touching the file system. If the allocator is behind or failed,
+ * the writer waits for the file being created or creates it itself.
+ *
+ * The same thread bounds what the log keeps in memory. Segments are large
+ * (1 GiB by default) and every page of a mapping the process touched counts
+ * in its resident set until the kernel needs the memory, so faulting whole
+ * segments in ahead of time, or keeping everything written mapped, makes
+ * an idle broker look gigabytes big. Instead the thread follows the
+ * committed offset: it read-populates a sliding window just ahead of the
+ * writer (nothing is dirtied or written twice, and the writer's stores hit
+ * resident pages), and it drops pages that are flushed and further behind
+ * the writer than a trail from the mapping with MADV_DONTNEED. Dropped
+ * pages stay in the page cache, so a consumer reading them again takes a
+ * minor fault, never a disk read; pages are not evicted (MADV_PAGEOUT would
+ * turn those reads into disk reads, MADV_COLD changes nothing the process
+ * sees). Every few seconds the trail pass restarts at the oldest segment so
+ * pages faulted in by readers of old data are dropped as well. The writer
+ * never waits for the thread and makes no system call for it; the thread
+ * polls the committed offset, every millisecond while it moves.
  *
  * A preallocated segment that never received a record holds only zeros;
  * recovery truncates it away like any segment after the log end, and a
@@ -20,12 +35,20 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "log.h"
 #include "message.h"
 
 #define PAGE 4096
+
+#define SVC_BUSY_MS 1     /* poll interval while the log moves */
+#define SVC_IDLE_MS 50    /* longest poll interval when idle */
+#define SVC_SWEEP_MS 10000 /* restart the release pass at the oldest segment */
+#define PF_STEP (1 << 20) /* prefault step between looks at the writer */
+#define RELEASE_MIN (2 << 20) /* release in pieces of at least this */
+#define RECOVER_RELEASE (16 << 20) /* recovery scan releases what it read in such steps */
 
 struct commitlog {
     struct mfq q;
@@ -38,16 +61,27 @@ struct commitlog {
     pthread_mutex_t flush_lock;
 
     pthread_mutex_t al_mu;  /* allocator state below */
-    pthread_cond_t al_cv;
+    pthread_cond_t al_cv;   /* CLOCK_MONOTONIC */
     pthread_t al_thr;
     int al_running;
     int al_stop;            /* atomic */
     int64_t al_want;        /* start of the next segment to prepare, -1 none */
     int64_t al_busy;        /* start of the segment being created, -1 none */
     struct mfile *al_ready; /* created, not yet taken (own reference) */
-    struct mfile *al_warm;  /* to populate from al_warm_pos first */
-    int64_t al_warm_pos;
+
+    size_t pf_window;       /* bytes kept faulted in ahead of the writer */
+    size_t trail;           /* bytes kept mapped behind it (0: never release) */
+    int64_t pf_pos;         /* service thread: prefaulted up to here */
+    int64_t rel_pos;        /* service thread: released below here */
+    int pf_warned, rel_warned; /* service thread: a failure was logged */
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 int cl_open(const char *dir, size_t seg_size, struct commitlog **out)
 {
@@ -67,48 +101,158 @@ int cl_open(const char *dir, size_t seg_size, struct commitlog **out)
     cl->seg_size = seg_size;
     pthread_mutex_init(&cl->flush_lock, NULL);
     pthread_mutex_init(&cl->al_mu, NULL);
-    pthread_cond_init(&cl->al_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&cl->al_cv, &ca);
+    pthread_condattr_destroy(&ca);
     cl->al_want = cl->al_busy = -1;
     *out = cl;
     return 0;
 }
 
+/* The segment holding off with a reference: from the queue, or the
+ * prepared one the writer has not taken yet. NULL if neither. */
+static struct mfile *seg_for(struct commitlog *cl, int64_t off)
+{
+    struct mfile *f = mfq_find(&cl->q, off);
+    if (f)
+        return f;
+    pthread_mutex_lock(&cl->al_mu);
+    struct mfile *r = cl->al_ready;
+    if (r && off >= r->from && off < r->from + (int64_t)r->size) {
+        mf_ref(r);
+        f = r;
+    }
+    pthread_mutex_unlock(&cl->al_mu);
+    return f;
+}
+
+/* Faults in the window ahead of the committed offset, looking at the
+ * writer again after every step so a fast writer is never chased from
+ * behind. */
+static void prefault_ahead(struct commitlog *cl)
+{
+    for (;;) {
+        if (__atomic_load_n(&cl->al_stop, __ATOMIC_ACQUIRE))
+            return;
+        int64_t end = cl_max_offset(cl);
+        int64_t target = end + (int64_t)cl->pf_window;
+        if (cl->pf_pos < end)
+            cl->pf_pos = end & ~(int64_t)(PAGE - 1);
+        if (cl->pf_pos >= target)
+            return;
+        struct mfile *f = seg_for(cl, cl->pf_pos);
+        if (!f)
+            return; /* next segment not created yet: the allocator comes first */
+        int64_t lim = f->from + (int64_t)f->size;
+        if (lim > target)
+            lim = target;
+        if (lim > cl->pf_pos + PF_STEP)
+            lim = cl->pf_pos + PF_STEP;
+        int rc = mf_populate(f, cl->pf_pos - f->from, lim - f->from, &cl->al_stop);
+        if (rc < 0 && !cl->pf_warned) {
+            cl->pf_warned = 1;
+            log_warn("store: cannot prefault %s: %s (the writer faults pages itself)", f->path,
+                     strerror(-rc));
+        }
+        mf_unref(f);
+        if (rc < 0)
+            return;
+        cl->pf_pos = lim;
+    }
+}
+
+/* Drops flushed pages more than the trail behind the writer from the
+ * mapping, from rel_pos on. */
+static void release_behind(struct commitlog *cl)
+{
+    int64_t end = cl_max_offset(cl), fl = cl_flushed_offset(cl);
+    int64_t limit = end - (int64_t)cl->trail;
+    if (limit > fl)
+        limit = fl;
+    limit &= ~(int64_t)(PAGE - 1);
+    int64_t min = cl_min_offset(cl);
+    if (cl->rel_pos < min)
+        cl->rel_pos = min;
+    if (limit - cl->rel_pos < RELEASE_MIN)
+        return;
+    for (int64_t off = cl->rel_pos; off < limit;) {
+        if (__atomic_load_n(&cl->al_stop, __ATOMIC_ACQUIRE))
+            return;
+        struct mfile *f = mfq_find(&cl->q, off);
+        if (!f) {
+            off = cl_roll_next(cl, off); /* deleted meanwhile */
+            continue;
+        }
+        int64_t lim = f->from + (int64_t)f->size;
+        if (lim > limit)
+            lim = limit;
+        int rc = mf_release(f, off - f->from, lim - f->from);
+        if (rc < 0 && !cl->rel_warned) {
+            cl->rel_warned = 1;
+            log_warn("store: cannot release pages of %s: %s", f->path, strerror(-rc));
+        }
+        mf_unref(f);
+        off = lim;
+    }
+    cl->rel_pos = limit;
+}
+
 static void *alloc_main(void *arg)
 {
     struct commitlog *cl = arg;
+    int64_t seen = -1, last_sweep = mono_ms();
+    int nap = SVC_BUSY_MS;
+    int paced = cl->pf_window > 0 || cl->trail > 0;
     pthread_mutex_lock(&cl->al_mu);
-    for (;;) {
-        while (!cl->al_stop && !cl->al_warm && (cl->al_want < 0 || cl->al_ready))
-            pthread_cond_wait(&cl->al_cv, &cl->al_mu);
-        if (cl->al_stop)
-            break;
-        if (cl->al_warm) {
-            struct mfile *w = cl->al_warm;
-            int64_t pos = cl->al_warm_pos;
-            cl->al_warm = NULL;
+    while (!cl->al_stop) {
+        if (cl->al_want >= 0 && !cl->al_ready) {
+            int64_t from = cl->al_want;
+            cl->al_want = -1;
+            cl->al_busy = from;
             pthread_mutex_unlock(&cl->al_mu);
-            int rc = mf_populate(w, pos, &cl->al_stop);
-            if (rc < 0)
-                log_warn("store: cannot prefault %s: %s", w->path, strerror(-rc));
-            mf_unref(w);
+            struct mfile *f = NULL;
+            int rc = mfq_create(&cl->q, from, &f);
             pthread_mutex_lock(&cl->al_mu);
+            cl->al_busy = -1;
+            if (rc == 0)
+                cl->al_ready = f;
+            pthread_cond_broadcast(&cl->al_cv);
             continue;
         }
-        int64_t from = cl->al_want;
-        cl->al_want = -1;
-        cl->al_busy = from;
-        pthread_mutex_unlock(&cl->al_mu);
-        struct mfile *f = NULL;
-        int rc = mfq_create(&cl->q, from, &f);
-        pthread_mutex_lock(&cl->al_mu);
-        cl->al_busy = -1;
-        if (rc == 0) {
-            mf_ref(f);
-            cl->al_ready = f;
-            cl->al_warm = f;
-            cl->al_warm_pos = 0;
+        if (!paced) {
+            pthread_cond_wait(&cl->al_cv, &cl->al_mu);
+            continue;
         }
-        pthread_cond_broadcast(&cl->al_cv);
+        pthread_mutex_unlock(&cl->al_mu);
+        int64_t end = cl_max_offset(cl);
+        int moved = end != seen;
+        if (end < seen)
+            cl->pf_pos = end; /* truncated: prefault from the new end */
+        seen = end;
+        if (cl->pf_window)
+            prefault_ahead(cl);
+        if (cl->trail) {
+            int64_t now = mono_ms();
+            if (now - last_sweep >= SVC_SWEEP_MS) {
+                cl->rel_pos = 0; /* again from the oldest segment: pages readers faulted in */
+                last_sweep = now;
+            }
+            release_behind(cl);
+        }
+        pthread_mutex_lock(&cl->al_mu);
+        if (cl->al_stop || (cl->al_want >= 0 && !cl->al_ready))
+            continue;
+        nap = moved ? SVC_BUSY_MS : (nap * 2 > SVC_IDLE_MS ? SVC_IDLE_MS : nap * 2);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)nap * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&cl->al_cv, &cl->al_mu, &ts);
     }
     pthread_mutex_unlock(&cl->al_mu);
     return NULL;
@@ -127,20 +271,22 @@ static void want_segment(struct commitlog *cl, int64_t from)
     pthread_cond_broadcast(&cl->al_cv);
 }
 
-int cl_start_allocator(struct commitlog *cl)
+int cl_start_allocator(struct commitlog *cl, size_t prefault, size_t trail)
 {
     pthread_mutex_lock(&cl->al_mu);
+    if (prefault > cl->seg_size)
+        prefault = cl->seg_size;
+    cl->pf_window = (prefault + PAGE - 1) & ~(size_t)(PAGE - 1);
+    cl->trail = trail;
+    cl->pf_pos = cl_max_offset(cl) & ~(int64_t)(PAGE - 1);
+    cl->rel_pos = 0; /* recovery read the tail of the log through the mapping */
     int rc = pthread_create(&cl->al_thr, NULL, alloc_main, cl);
     if (rc == 0) {
         cl->al_running = 1;
-        if (cl->cur) {
-            mf_ref(cl->cur);
-            cl->al_warm = cl->cur;
-            cl->al_warm_pos = cl->end - cl->cur->from;
+        if (cl->cur)
             want_segment(cl, cl->cur->from + (int64_t)cl->seg_size);
-        } else {
+        else
             want_segment(cl, cl->end - cl->end % (int64_t)cl->seg_size);
-        }
         pthread_cond_broadcast(&cl->al_cv);
     }
     pthread_mutex_unlock(&cl->al_mu);
@@ -161,10 +307,6 @@ void cl_stop_allocator(struct commitlog *cl)
         pthread_join(cl->al_thr, NULL);
     pthread_mutex_lock(&cl->al_mu);
     cl->al_running = 0;
-    if (cl->al_warm) {
-        mf_unref(cl->al_warm);
-        cl->al_warm = NULL;
-    }
     if (cl->al_ready) {
         mf_discard(cl->al_ready);
         cl->al_ready = NULL;
@@ -254,7 +396,7 @@ int cl_recover(struct commitlog *cl, int abnormal, int64_t cp_ts, int64_t *scan_
     size_t i = start;
     struct mfile *f = mfq_at(&cl->q, i);
     *scan_start = f->from;
-    int64_t pos = 0;
+    int64_t pos = 0, released = 0;
     const char *why = "clean end";
     int dirty = 0;
     for (;;) {
@@ -273,6 +415,11 @@ int cl_recover(struct commitlog *cl, int abnormal, int64_t cp_ts, int64_t *scan_
                 break;
             }
             pos += rc;
+            if (pos - released >= RECOVER_RELEASE) {
+                /* scanned pages stay cached but leave the mapping */
+                mf_release(f, released, pos);
+                released = pos & ~(int64_t)(PAGE - 1);
+            }
             continue;
         }
         if (rc == 0) {
@@ -284,10 +431,11 @@ int cl_recover(struct commitlog *cl, int abnormal, int64_t cp_ts, int64_t *scan_
             struct mfile *next = mfq_at(&cl->q, i + 1);
             if (!next)
                 break; /* the end sits at the marker; the next put rolls */
+            mf_release(f, released, (int64_t)f->size);
             mf_unref(f);
             f = next;
             i++;
-            pos = 0;
+            pos = released = 0;
             continue;
         }
         if (all_zero(f->base + pos, 8)) {

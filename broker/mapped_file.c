@@ -115,28 +115,55 @@ int64_t mf_dirty_pages(const struct mfile *f)
 #define MADV_POPULATE_READ 22
 #endif
 
-int mf_populate(struct mfile *f, int64_t from_pos, const int *stop)
+/* 1 once the kernel refused MADV_POPULATE_READ (or a test forced it) */
+static int populate_touch;
+
+void mf_populate_force_touch(int on) { __atomic_store_n(&populate_touch, on ? 1 : 0, __ATOMIC_RELAXED); }
+
+int mf_populate(struct mfile *f, int64_t from_pos, int64_t to_pos, const int *stop)
 {
-    const size_t chunk = 16u << 20;
+    const size_t chunk = 1u << 20;
     size_t pos = (size_t)(from_pos < 0 ? 0 : from_pos) & ~(size_t)(PAGE - 1);
-    int madv_ok = 1;
-    while (pos < f->size) {
+    size_t end = to_pos < 0 ? 0 : (size_t)to_pos;
+    if (end > f->size)
+        end = f->size;
+    while (pos < end) {
         if (stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))
             return 0;
-        size_t n = f->size - pos < chunk ? f->size - pos : chunk;
-        if (madv_ok && madvise(f->base + pos, n, MADV_POPULATE_READ) == 0) {
-            pos += n;
-            continue;
+        size_t n = end - pos < chunk ? end - pos : chunk;
+        n = (n + PAGE - 1) & ~(size_t)(PAGE - 1);
+        if (!__atomic_load_n(&populate_touch, __ATOMIC_RELAXED)) {
+            if (madvise(f->base + pos, n, MADV_POPULATE_READ) == 0) {
+                pos += n;
+                continue;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno != EINVAL)
+                return -errno;
+            /* kernel before 5.14: touch one byte per page from now on */
+            __atomic_store_n(&populate_touch, 1, __ATOMIC_RELAXED);
+            log_info("store: MADV_POPULATE_READ not supported; prefaulting by touching pages");
         }
-        if (madv_ok && errno != EINVAL && errno != EINTR)
-            return -errno;
-        if (madv_ok && errno == EINTR)
-            continue;
-        madv_ok = 0; /* kernel before 5.14: touch one byte per page */
         for (size_t o = 0; o < n; o += PAGE)
             (void)*(volatile const uint8_t *)(f->base + pos + o);
         pos += n;
     }
+    return 0;
+}
+
+int mf_release(struct mfile *f, int64_t from_pos, int64_t to_pos)
+{
+    if (from_pos < 0)
+        from_pos = 0;
+    if (to_pos > (int64_t)f->size)
+        to_pos = (int64_t)f->size;
+    int64_t s = (from_pos + PAGE - 1) & ~(int64_t)(PAGE - 1);
+    int64_t e = to_pos & ~(int64_t)(PAGE - 1);
+    if (e <= s)
+        return 0;
+    if (madvise(f->base + s, (size_t)(e - s), MADV_DONTNEED) < 0)
+        return -errno;
     return 0;
 }
 

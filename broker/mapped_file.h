@@ -48,12 +48,21 @@ static inline int64_t mf_flushed(const struct mfile *f) { return __atomic_load_n
 int mf_flush(struct mfile *f, int64_t upto);
 /* Number of dirty pages between flushed and wrote. */
 int64_t mf_dirty_pages(const struct mfile *f);
-/* Faults [from_pos, size) of the mapping into memory without dirtying it
- * (MADV_POPULATE_READ, or one read per page on older kernels) so a later
- * writer takes at most a cheap write-protect fault instead of a page-cache
- * miss. Works in chunks and gives up early when *stop becomes nonzero.
- * Returns 0 or -errno. */
-int mf_populate(struct mfile *f, int64_t from_pos, const int *stop);
+/* Faults [from_pos, to_pos) of the mapping into memory without dirtying
+ * it (MADV_POPULATE_READ; on kernels before 5.14, which answer EINVAL, one
+ * read per page) so a later writer takes at most a cheap write-protect
+ * fault instead of a page-cache miss. Works in 1 MiB steps and gives up
+ * early when *stop (may be NULL) becomes nonzero. Returns 0 or -errno. */
+int mf_populate(struct mfile *f, int64_t from_pos, int64_t to_pos, const int *stop);
+/* Drops the pages of [from_pos, to_pos) (page aligned inward) from this
+ * process's mapping (MADV_DONTNEED): the data stays in the page cache and
+ * on disk, and a later access faults it back in, so readers holding the
+ * segment keep seeing the same bytes. Dirty pages stay dirty in the page
+ * cache. Returns 0 or -errno. */
+int mf_release(struct mfile *f, int64_t from_pos, int64_t to_pos);
+/* Test hook: nonzero forces the page-touch fallback of mf_populate, as on a
+ * kernel without MADV_POPULATE_READ. */
+void mf_populate_force_touch(int on);
 /* Zeroes any non-zero bytes in [from_pos, size) and flushes them: used by
  * recovery so stale bytes after a truncation point never resurface.
  * Returns the length of the span that held data (0 if clean) or -errno. */

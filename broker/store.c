@@ -54,6 +54,8 @@ void store_config_defaults(struct store_config *c)
     memset(c, 0, sizeof(*c));
     c->root_dir = "store";
     c->commitlog_file_size = 1024ull * 1024 * 1024;
+    c->commitlog_prefault_bytes = 8ull << 20;
+    c->commitlog_mapped_trail_bytes = 8ull << 20;
     c->cq_entries_per_file = 300000;
     c->flush_type = STORE_ASYNC_FLUSH;
     c->flush_interval_commitlog_ms = 500;
@@ -526,6 +528,10 @@ static int validate_config(const struct store_config *c)
     if (c->commitlog_file_size < 4096 || c->commitlog_file_size % 4096) {
         log_error("store: mapedFileSizeCommitLog must be a multiple of 4096"); return -EINVAL;
     }
+    if (c->commitlog_prefault_bytes > (1ull << 30) || c->commitlog_mapped_trail_bytes > (1ull << 40)) {
+        log_error("store: commitlog prefault window (at most 1 GiB) or mapped trail (at most 1 TiB) too large");
+        return -EINVAL;
+    }
     if (c->cq_entries_per_file < 1) { log_error("store: mapedFileSizeConsumeQueue too small"); return -EINVAL; }
     if (c->max_message_size < 1 || c->max_message_size + 512 > c->commitlog_file_size) {
         log_error("store: maxMessageSize must be smaller than the commitlog segment"); return -EINVAL;
@@ -634,7 +640,8 @@ int store_open(const struct store_config *cfg, struct store **out)
         return rc;
     }
     int64_t log_end = cl_max_offset(s->cl), log_min = cl_min_offset(s->cl);
-    cl_start_allocator(s->cl);
+    cl_start_allocator(s->cl, (size_t)cfg->commitlog_prefault_bytes,
+                       (size_t)cfg->commitlog_mapped_trail_bytes);
     int64_t idx_rebuild = INT64_MAX;
     if (cfg->message_index_enable) {
         snprintf(path, sizeof(path), "%s/index", s->root);

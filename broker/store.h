@@ -48,6 +48,13 @@ typedef int (*store_disk_fn)(const char *path, double *ratio, void *ud);
 struct store_config {
     const char *root_dir;                  /* storePathRootDir */
     uint64_t commitlog_file_size;          /* mapedFileSizeCommitLog (1 GiB) */
+    /* Not RocketMQ settings: how much of the log the process keeps mapped.
+     * Bytes ahead of the write position kept faulted in so puts hit
+     * resident pages (8 MiB; 0: none), and bytes behind it kept mapped for
+     * readers of recent messages; older flushed pages are dropped from the
+     * mapping but stay in the page cache (8 MiB; 0: never drop). */
+    uint64_t commitlog_prefault_bytes;
+    uint64_t commitlog_mapped_trail_bytes;
     uint32_t cq_entries_per_file;          /* mapedFileSizeConsumeQueue/20 (300000) */
     enum store_flush_type flush_type;      /* flushDiskType */
     int flush_interval_commitlog_ms;       /* flushIntervalCommitLog (500) */
