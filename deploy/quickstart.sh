@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 RMQ_HOME=${RMQ_HOME:-$top/data}
 NS_PORT=${NS_PORT:-9876}
+BROKER_PORT=${BROKER_PORT:-10911}
 
 is_running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -33,10 +34,11 @@ wait_port() {
 
 case "${1:-start}" in
   stop)
+    stop_one broker
     stop_one nameserver
     exit 0 ;;
   status)
-    for d in nameserver; do
+    for d in nameserver broker; do
       if is_running "$RMQ_HOME/$d.pid"; then echo "$d: running (pid $(cat "$RMQ_HOME/$d.pid"))"
       else echo "$d: stopped"; fi
     done
@@ -48,20 +50,32 @@ esac
 deploy/setup.sh
 mkdir -p "$RMQ_HOME/logs"
 
-if is_running "$RMQ_HOME/nameserver.pid"; then
-  echo "nameserver already running (pid $(cat "$RMQ_HOME/nameserver.pid"))"
-else
-  nohup build/nameserver/nameserver --set listenPort="$NS_PORT" \
-    >>"$RMQ_HOME/logs/nameserver.log" 2>&1 &
-  echo $! >"$RMQ_HOME/nameserver.pid"
-  if ! wait_port "$NS_PORT"; then
-    echo "nameserver did not come up; see $RMQ_HOME/logs/nameserver.log" >&2
+# start NAME PORT CMD...: runs a daemon in the background unless it runs already.
+start() {
+  local name=$1 port=$2; shift 2
+  if is_running "$RMQ_HOME/$name.pid"; then
+    echo "$name already running (pid $(cat "$RMQ_HOME/$name.pid"))"
+    return 0
+  fi
+  nohup "$@" >>"$RMQ_HOME/logs/$name.log" 2>&1 &
+  echo $! >"$RMQ_HOME/$name.pid"
+  if ! wait_port "$port"; then
+    echo "$name did not come up; see $RMQ_HOME/logs/$name.log" >&2
     exit 1
   fi
-fi
+}
+
+start nameserver "$NS_PORT" build/nameserver/nameserver --set listenPort="$NS_PORT"
+start broker "$BROKER_PORT" build/broker/broker \
+  --set listenPort="$BROKER_PORT" --set namesrvAddr="127.0.0.1:$NS_PORT" \
+  --set brokerIP1=127.0.0.1 --set storePathRootDir="$RMQ_HOME/store"
 
 cat <<MSG
 single-node cluster is up (data and logs under $RMQ_HOME)
   nameserver  127.0.0.1:$NS_PORT   (namesrvAddr=127.0.0.1:$NS_PORT)
+  broker      127.0.0.1:$BROKER_PORT  (cluster DefaultCluster, broker-a, store $RMQ_HOME/store)
+try it:
+  build/tools/rmqadmin clusterList -n 127.0.0.1:$NS_PORT
+  build/tools/rmqadmin sendMessage -n 127.0.0.1:$NS_PORT -t TopicTest -p hello
 stop it with: deploy/quickstart.sh stop
 MSG
