@@ -141,17 +141,33 @@ int px_ckinfo_parse(const char *s, bool msg_offsets, struct px_ckinfo *out)
         e->type = p[0];
         if (e->type != '0' && e->type != '1' && e->type != '2')
             return -EINVAL;
-        if (parse_int(sp1 + 1, (size_t)(sp2 - sp1 - 1), &e->queue_id))
-            return -EINVAL;
-        if (px_ckinfo_find(out, e->type, e->queue_id))
-            return -EINVAL;
+        const char *k = sp1 + 1;
+        size_t kl = (size_t)(sp2 - sp1 - 1);
+        e->queue_offset = -1;
+        if (!msg_offsets && kl > 2 && k[0] == 'q' && k[1] == 'o') {
+            const char *pct = memchr(k, '%', kl);
+            if (!pct || parse_int(k + 2, (size_t)(pct - k - 2), &e->queue_id) ||
+                parse_i64(pct + 1, (size_t)(k + kl - pct - 1), &e->queue_offset) || e->queue_offset < 0)
+                return -EINVAL;
+            if (px_ckinfo_find_qo(out, e->type, e->queue_id, e->queue_offset))
+                return -EINVAL;
+        } else {
+            if (parse_int(k, kl, &e->queue_id))
+                return -EINVAL;
+            if (px_ckinfo_find(out, e->type, e->queue_id))
+                return -EINVAL;
+        }
         if (msg_offsets) {
             e->offsets = sp2 + 1;
             e->offsets_len = (size_t)(end - sp2 - 1);
             e->value = 0;
             int64_t tmp;
-            if (px_ck_offset_at(e, 0, &tmp))
-                return -EINVAL;
+            int count = 1;
+            for (size_t j = 0; j < e->offsets_len; j++)
+                count += e->offsets[j] == ',';
+            for (int j = 0; j < count; j++)
+                if (px_ck_offset_at(e, j, &tmp))
+                    return -EINVAL;
         } else {
             e->offsets = NULL;
             e->offsets_len = 0;
@@ -167,7 +183,16 @@ int px_ckinfo_parse(const char *s, bool msg_offsets, struct px_ckinfo *out)
 const struct px_ck_entry *px_ckinfo_find(const struct px_ckinfo *ci, char type, int queue_id)
 {
     for (int i = 0; i < ci->n; i++)
-        if (ci->e[i].type == type && ci->e[i].queue_id == queue_id)
+        if (ci->e[i].type == type && ci->e[i].queue_id == queue_id && ci->e[i].queue_offset < 0)
+            return &ci->e[i];
+    return NULL;
+}
+
+const struct px_ck_entry *px_ckinfo_find_qo(const struct px_ckinfo *ci, char type, int queue_id,
+                                            int64_t queue_offset)
+{
+    for (int i = 0; i < ci->n; i++)
+        if (ci->e[i].type == type && ci->e[i].queue_id == queue_id && ci->e[i].queue_offset == queue_offset)
             return &ci->e[i];
     return NULL;
 }

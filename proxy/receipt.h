@@ -54,6 +54,7 @@ char px_topic_type(const char *topic, size_t len);
 struct px_ck_entry {
     char type;
     int queue_id;
+    int64_t queue_offset;    /* orderCountInfo "qo<qid>%<offset>" keys; -1 otherwise */
     int64_t value;           /* startOffsetInfo / orderCountInfo */
     const char *offsets;     /* msgOffsetInfo: "o1,o2,..." */
     size_t offsets_len;
@@ -66,6 +67,9 @@ struct px_ckinfo {
  * (msg_offsets = true). An empty/NULL string gives n = 0. 0 or -EINVAL. */
 int px_ckinfo_parse(const char *s, bool msg_offsets, struct px_ckinfo *out);
 const struct px_ck_entry *px_ckinfo_find(const struct px_ckinfo *ci, char type, int queue_id);
+/* orderCountInfo entry of one message ("t qo<qid>%<offset> count"). */
+const struct px_ck_entry *px_ckinfo_find_qo(const struct px_ckinfo *ci, char type, int queue_id,
+                                            int64_t queue_offset);
 /* The idx-th offset of a msgOffsetInfo entry; -EINVAL if out of range. */
 int px_ck_offset_at(const struct px_ck_entry *e, int idx, int64_t *out);
 

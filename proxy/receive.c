@@ -43,6 +43,8 @@ static void recv_finish(struct px_op *op, px_code code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    log_debug("proxy: receive %s/%s queue %d on %s: %s %s", op->group, op->topic, op->queue_id, op->broker,
+              px_code_name(code), text);
     Apache__Rocketmq__V2__Status st = APACHE__ROCKETMQ__V2__STATUS__INIT;
     st.code = code;
     st.message = text;
@@ -120,7 +122,9 @@ static void recv_found(struct px_op *op, rmt_cmd *resp)
             }
             px_handle_build(h, PX_HANDLE_MAX, se->value, pop_time, invisible, (int)revive, type,
                             op->broker, v.queue_id, qo, v.commit_log_offset);
-            const struct px_ck_entry *ce = px_ckinfo_find(&order_info, type, v.queue_id);
+            const struct px_ck_entry *ce = px_ckinfo_find_qo(&order_info, type, v.queue_id, v.queue_offset);
+            if (!ce)
+                ce = px_ckinfo_find(&order_info, type, v.queue_id);
             if (op->i3 && ce && ce->value > 0)
                 views[n].reconsume_times = (int)ce->value;
         }

@@ -210,7 +210,7 @@ int px_reply_status(struct px_grpc_call *call, const ProtobufCMessageDescriptor 
     *(void **)(mem + f->offset) = &st;
     if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
         *(uint32_t *)(mem + f->quantifier_offset) = 1;
-    if (code != PXC(OK) && code != PXC(MESSAGE_NOT_FOUND))
+    if (code != PXC(OK))
         log_debug("proxy: %s answers %s: %s", px_grpc_call_method(call), px_code_name(code), text);
     return px_reply(call, m);
 }
@@ -258,6 +258,8 @@ static int nregs;
 static void rpc_on_message(struct px_grpc_call *call, const uint8_t *msg, size_t len, void *arg)
 {
     struct rpc_reg *r = arg;
+    if (log_get_level() <= LOG_LVL_DEBUG)
+        log_debug("proxy: %s from %s (%zu bytes)", px_grpc_call_method(call), px_grpc_call_peer(call), len);
     r->fn(r->px, call, msg, len);
     px_arena_reset();
 }
