@@ -146,7 +146,9 @@ const struct cfg_key brk_cfg_keys[] = {
     { .name = "rebalanceLockMaxLiveTime", .type = CFG_INT, .offset = S(lock_max_live_ms), .min = 100,
       .max = 86400000, .def = "60000", .help = "ms an orderly consumer's queue lock lasts without renewal" },
     { .name = "haListenPort", .type = CFG_INT, .offset = S(ha_listen_port), .min = -1, .max = 65535,
-      .def = "-1", .help = "Master: TCP port slaves replicate from (-1 = listenPort + 1, 0 = any free port)" },
+      .def = "-1",
+      .help = "Master: TCP port slaves replicate from (-1 = listenPort + 1, or any free port if that one is "
+              "taken; 0 = any free port); advertised to the nameserver as haServerAddr" },
     { .name = "haSendHeartbeatInterval", .type = CFG_INT, .offset = S(ha_heartbeat_ms), .min = 100,
       .max = 600000, .def = "5000", .help = "ms between HA heartbeats / slave acknowledgements when idle" },
     { .name = "haHousekeepingInterval", .type = CFG_INT, .offset = S(ha_housekeeping_ms), .min = 1000,
@@ -383,7 +385,7 @@ int main(int argc, char **argv)
     struct ha_config hc;
     ha_config_defaults(&hc);
     hc.listen_host = b->cfg.bind_address;
-    hc.listen_port = b->cfg.ha_listen_port < 0 ? b->port + 1 : (int)b->cfg.ha_listen_port;
+    hc.listen_port = b->cfg.ha_listen_port >= 0 ? (int)b->cfg.ha_listen_port : b->port < 65535 ? b->port + 1 : 0;
     hc.heartbeat_interval_ms = (int)b->cfg.ha_heartbeat_ms;
     hc.housekeeping_interval_ms = (int)b->cfg.ha_housekeeping_ms;
     hc.transfer_batch = (uint32_t)b->cfg.ha_transfer_batch;
@@ -396,6 +398,14 @@ int main(int argc, char **argv)
         b->ha = ha_slave_start(b->loop, b->store, b->cfg.ha_master_addr, &hc, &herr);
     } else {
         b->ha = ha_master_start(b->loop, b->store, &hc, &herr);
+        if (!b->ha && herr == -EADDRINUSE && b->cfg.ha_listen_port < 0) {
+            /* Only the implicit listenPort + 1 may move: the address
+             * slaves use comes from the nameserver (haServerAddr). */
+            log_warn("HA: listenPort + 1 (%d) is in use; listening for slaves on a free port instead "
+                     "(set haListenPort to fix it)", hc.listen_port);
+            hc.listen_port = 0;
+            b->ha = ha_master_start(b->loop, b->store, &hc, &herr);
+        }
         b->ha_port = b->ha ? ha_master_port(b->ha) : 0;
     }
     if (!b->ha) {
