@@ -42,6 +42,10 @@ void dmn_signals_stop(struct ev_loop *loop)
     ev_ref(loop);
     ev_signal_stop(loop, &sig_term);
     ev_signal_stop(loop, &sig_int);
+    /* Shutdown has begun: a repeated SIGTERM/SIGINT must not cut it short
+     * with the default action (SIGKILL still ends a hung stop). */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 int dmn_notify(const char *state)

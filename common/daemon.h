@@ -12,7 +12,8 @@
 /* Calls on_stop(ud) from the loop on SIGTERM or SIGINT (once per signal);
  * ignores SIGPIPE. */
 void dmn_signals_start(struct ev_loop *loop, void (*on_stop)(void *ud), void *ud);
-/* Stops the signal watchers (before the loop is destroyed). */
+/* Stops the signal watchers (before the loop is destroyed); from then on
+ * SIGTERM and SIGINT are ignored so a second one cannot interrupt the stop. */
 void dmn_signals_stop(struct ev_loop *loop);
 /* Sends a state string such as "READY=1" or "STOPPING=1" to systemd when
  * NOTIFY_SOCKET is set. Returns 0, or -errno (nothing is sent when unset). */
