@@ -98,7 +98,7 @@ wait_port "$proxy_port" || fail "proxy did not listen on $proxy_port"
 echo "run-v5: nameserver :$ns_port, broker :$broker_port, proxy :$proxy_port"
 if NAMESRV_ADDR="127.0.0.1:$ns_port" BROKER_ADDR="127.0.0.1:$broker_port" \
     PROXY_ENDPOINT="127.0.0.1:$proxy_port" NODE_PATH="$here/node_modules" \
-    node --test --test-concurrency=1 ${V5_TEST_PATTERN:+--test-name-pattern="$V5_TEST_PATTERN"} --test-timeout=600000 "$here/v5_test.js"; then
+    node --test --test-force-exit --test-concurrency=1 ${V5_TEST_PATTERN:+--test-name-pattern="$V5_TEST_PATTERN"} --test-timeout=600000 "$here/v5_test.js"; then
     status=0
 fi
 exit $status
