@@ -377,7 +377,7 @@ static void ack_child_done(struct px_op *op, px_code code, const char *err)
     struct px_op *parent = op->parent;
     struct ack_res *r = &((struct ack_res *)parent->aux.data)[op->index];
     r->code = code;
-    snprintf(r->err, sizeof r->err, "%s", err ? err : "");
+    snprintf(r->err, sizeof r->err, "%.*s", (int)sizeof r->err - 1, err ? err : "");
     px_op_put(op);
     if (--parent->pending == 0)
         ack_done(parent);

@@ -111,7 +111,7 @@ static void child_finish(struct px_op *op, px_code code, const char *err)
     struct send_res *r = &((struct send_res *)parent->aux.data)[op->index];
     r->code = code;
     if (code != PXC(OK))
-        snprintf(r->err, sizeof r->err, "%s", err ? err : px_code_name(code));
+        snprintf(r->err, sizeof r->err, "%.*s", (int)sizeof r->err - 1, err ? err : px_code_name(code));
     px_op_put(op);
     if (--parent->pending == 0)
         parent_done(parent);
