@@ -10,6 +10,7 @@ top=$(pwd)
 RMQ_HOME=${RMQ_HOME:-$top/data}
 NS_PORT=${NS_PORT:-9876}
 BROKER_PORT=${BROKER_PORT:-10911}
+PROXY_PORT=${PROXY_PORT:-8081}
 
 is_running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -34,11 +35,12 @@ wait_port() {
 
 case "${1:-start}" in
   stop)
+    stop_one proxy
     stop_one broker
     stop_one nameserver
     exit 0 ;;
   status)
-    for d in nameserver broker; do
+    for d in nameserver broker proxy; do
       if is_running "$RMQ_HOME/$d.pid"; then echo "$d: running (pid $(cat "$RMQ_HOME/$d.pid"))"
       else echo "$d: stopped"; fi
     done
@@ -69,13 +71,18 @@ start nameserver "$NS_PORT" build/nameserver/nameserver --set listenPort="$NS_PO
 start broker "$BROKER_PORT" build/broker/broker \
   --set listenPort="$BROKER_PORT" --set namesrvAddr="127.0.0.1:$NS_PORT" \
   --set brokerIP1=127.0.0.1 --set storePathRootDir="$RMQ_HOME/store"
+start proxy "$PROXY_PORT" build/proxy/proxy \
+  --set namesrvAddr="127.0.0.1:$NS_PORT" --set grpcServerPort="$PROXY_PORT"
 
 cat <<MSG
 single-node cluster is up (data and logs under $RMQ_HOME)
   nameserver  127.0.0.1:$NS_PORT   (namesrvAddr=127.0.0.1:$NS_PORT)
   broker      127.0.0.1:$BROKER_PORT  (cluster DefaultCluster, broker-a, store $RMQ_HOME/store)
+  proxy       127.0.0.1:$PROXY_PORT   (RocketMQ 5 gRPC endpoint for the 5.x clients)
 try it:
   build/tools/rmqadmin clusterList -n 127.0.0.1:$NS_PORT
+  build/tools/rmqadmin updateTopic -n 127.0.0.1:$NS_PORT -c DefaultCluster -t TopicTest
   build/tools/rmqadmin sendMessage -n 127.0.0.1:$NS_PORT -t TopicTest -p hello
+  build/tools/rmqadmin consumeMessage -n 127.0.0.1:$NS_PORT -t TopicTest -g demo -c 1
 stop it with: deploy/quickstart.sh stop
 MSG
