@@ -19,8 +19,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -258,23 +256,6 @@ static void on_stop(void *ud)
     ev_break(b->loop, EVBREAK_ALL);
 }
 
-/* First non-loopback IPv4 address of an interface that is up. */
-static void detect_ip(char *out, size_t len)
-{
-    struct ifaddrs *ifs = NULL;
-    snprintf(out, len, "127.0.0.1");
-    if (getifaddrs(&ifs))
-        return;
-    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP) ||
-            (i->ifa_flags & IFF_LOOPBACK))
-            continue;
-        inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, out, (socklen_t)len);
-        break;
-    }
-    freeifaddrs(ifs);
-}
-
 static void run_briefly(struct ev_loop *loop, int ms)
 {
     int64_t end = brk_mono_ms() + ms;
@@ -321,7 +302,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!b->cfg.ip1[0])
-        detect_ip(b->cfg.ip1, sizeof b->cfg.ip1);
+        rmt_local_ipv4(b->cfg.ip1, sizeof b->cfg.ip1);
     b->start_ms = brk_mono_ms();
     rmt_cmd_init(&b->resp, 0);
     b->loop = ev_default_loop(EVFLAG_AUTO);

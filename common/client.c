@@ -11,7 +11,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,24 +52,6 @@ struct cli_client {
     struct cli_consumer **consumers;
     int nconsumers, consumers_cap;
 };
-
-static void detect_ip(char *out, size_t cap)
-{
-    struct ifaddrs *ifs = NULL;
-    snprintf(out, cap, "127.0.0.1");
-    if (getifaddrs(&ifs))
-        return;
-    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
-            continue;
-        const struct sockaddr_in *sa = (const struct sockaddr_in *)i->ifa_addr;
-        if ((ntohl(sa->sin_addr.s_addr) >> 24) == 127)
-            continue;
-        inet_ntop(AF_INET, &sa->sin_addr, out, (socklen_t)cap);
-        break;
-    }
-    freeifaddrs(ifs);
-}
 
 static void on_server_request(rmt_conn *conn, rmt_cmd *req, void *ud)
 {
@@ -146,7 +127,7 @@ cli_client *cli_client_new(struct ev_loop *loop, const struct cli_opts *o, int *
     if (o->client_ip && *o->client_ip)
         snprintf(c->ip, sizeof c->ip, "%s", o->client_ip);
     else
-        detect_ip(c->ip, sizeof c->ip);
+        rmt_local_ipv4(c->ip, sizeof c->ip);
     if (o->instance_name && *o->instance_name)
         snprintf(c->id, sizeof c->id, "%s@%s", c->ip, o->instance_name);
     else

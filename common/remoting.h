@@ -240,6 +240,10 @@ int rmt_client_invoke_sync(rmt_client *cl, const char *addr, rmt_cmd *req, int t
 /* Closes the channel to addr if open (pending invocations fail with -ECONNRESET). */
 void rmt_client_close_channel(rmt_client *cl, const char *addr);
 
+/* Writes the first non-loopback IPv4 address of an interface that is up
+ * (what RocketMQ advertises by default), or "127.0.0.1" if there is none. */
+void rmt_local_ipv4(char *out, size_t cap);
+
 /* Splits "host:port" into its parts. Returns 0 or -EINVAL. */
 int rmt_parse_addr(const char *addr, char *host, size_t hostlen, int *port);
 

@@ -16,6 +16,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1133,4 +1135,20 @@ void rmt_client_close_channel(rmt_client *cl, const char *addr)
             return;
         }
     }
+}
+
+void rmt_local_ipv4(char *out, size_t cap)
+{
+    struct ifaddrs *ifs = NULL;
+    snprintf(out, cap, "127.0.0.1");
+    if (getifaddrs(&ifs))
+        return;
+    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP) ||
+            (i->ifa_flags & IFF_LOOPBACK))
+            continue;
+        inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, out, (socklen_t)cap);
+        break;
+    }
+    freeifaddrs(ifs);
 }

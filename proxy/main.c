@@ -6,7 +6,6 @@
  * proxy.h for the shape.
  */
 #include <errno.h>
-#include <ifaddrs.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stddef.h>
@@ -71,24 +70,6 @@ const struct cfg_key px_cfg_keys[] = {
     CFG_END,
 };
 
-static void detect_ip(char *out, size_t cap)
-{
-    struct ifaddrs *ifs = NULL;
-    snprintf(out, cap, "127.0.0.1");
-    if (getifaddrs(&ifs))
-        return;
-    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
-            continue;
-        const struct sockaddr_in *sa = (const struct sockaddr_in *)i->ifa_addr;
-        if ((ntohl(sa->sin_addr.s_addr) >> 24) == 127)
-            continue;
-        inet_ntop(AF_INET, &sa->sin_addr, out, (socklen_t)cap);
-        break;
-    }
-    freeifaddrs(ifs);
-}
-
 static void stopped(void *ud)
 {
     struct px *px = ud;
@@ -138,7 +119,7 @@ int main(int argc, char **argv)
         }
     }
     px.loop = ev_default_loop(EVFLAG_AUTO);
-    detect_ip(px.ip, sizeof px.ip);
+    rmt_local_ipv4(px.ip, sizeof px.ip);
     uint8_t ip4[4];
     struct in_addr ia;
     inet_pton(AF_INET, px.ip, &ia);
