@@ -28,6 +28,11 @@
 
 #define PENDING_CHUNK 256
 #define PROPS_CAP (MSG_PROPERTIES_MAX + 1)
+/* %DLQ%<group> is created write-only, as RocketMQ 4.x's send-back does
+ * (PermName.PERM_WRITE): consumers cannot pull dead letters by accident; an
+ * admin reads them by id or key (queries ignore the topic permission) and
+ * may grant read with updateTopic -p 6. */
+#define BRK_DLQ_PERM META_PERM_WRITE
 
 struct pending {
     struct pending *next;
@@ -520,8 +525,7 @@ void send_on_request(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
         int64_t maxr = max_reconsume >= 0 ? max_reconsume : g->retry_max_times;
         if (reconsume >= maxr) {
             snprintf(dlq, sizeof dlq, "%s%s", BRK_DLQ_PREFIX, group);
-            if (!meta_topic_name_valid(dlq) ||
-                !brk_topic_system(b, dlq, 1, META_PERM_READ | META_PERM_WRITE)) {
+            if (!meta_topic_name_valid(dlq) || !brk_topic_system(b, dlq, 1, BRK_DLQ_PERM)) {
                 brk_err(b, c, req, RMT_RESP_SYSTEM_ERROR, "cannot create the dead-letter topic %s", dlq);
                 return;
             }
@@ -742,7 +746,7 @@ void send_on_msg_back(struct send_ctx *s, rmt_conn *c, rmt_cmd *req)
     const char *topic = retry;
     bool to_dlq = rec.reconsume_times >= max_times || delay < 0;
     if (to_dlq) {
-        if (!brk_topic_system(b, dlq, 1, META_PERM_READ | META_PERM_WRITE)) {
+        if (!brk_topic_system(b, dlq, 1, BRK_DLQ_PERM)) {
             store_hold_release(&h);
             brk_err(b, c, req, RMT_RESP_SYSTEM_ERROR, "topic[%s] not exist", dlq);
             return;

@@ -984,8 +984,19 @@ START_TEST(send_back_goes_through_delay_to_retry_and_dlq)
     /* maxReconsumeTimes 0: straight to the dead-letter queue */
     rmt_cmd_set_ext(&req, "maxReconsumeTimes", "0");
     ck_assert_int_eq(call_code(cl, br.addr, &req, NULL, 0), 0);
+    /* The dead-letter topic is created write-only (RocketMQ 4.x PERM_WRITE):
+     * a pull is refused until an admin grants read. */
+    rmt_cmd_reset(&req, RMT_REQ_GET_TOPIC_CONFIG);
+    rmt_cmd_set_ext(&req, "topic", "%DLQ%G_sb");
+    rmt_cmd *tc = call(cl, br.addr, &req);
+    ck_assert_int_eq(tc->code, 0);
+    ck_assert_msg(memmem(tc->body, tc->body_len, "\"perm\":2", 8) != NULL, "DLQ topic config: %.*s",
+                  (int)tc->body_len, (const char *)tc->body);
+    rmt_cmd_free(tc);
     rmt_cmd_destroy(&req);
     struct pulled dlq = { 0 };
+    ck_assert_int_eq(pull_once(cl, br.addr, "%DLQ%G_sb", "G_sb", 0, 0, "*", 0, &dlq), RMT_RESP_NO_PERMISSION);
+    ck_assert_int_eq(create_topic(cl, br.addr, "%DLQ%G_sb", 1, 6, NULL), 0);
     code = RMT_RESP_PULL_NOT_FOUND;
     for (int i = 0; i < 100 && code != 0; i++) {
         code = pull_once(cl, br.addr, "%DLQ%G_sb", "G_sb", 0, 0, "*", 0, &dlq);
