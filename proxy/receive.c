@@ -2,9 +2,11 @@
  * ReceiveMessage, AckMessage, ChangeInvisibleDuration and
  * ForwardMessageToDeadLetterQueue over RocketMQ 5's pop protocol.
  *
- * ReceiveMessage sends POP_MESSAGE (long polling happens on the broker:
- * pollTime is the client's long-polling timeout, bounded by its deadline)
- * and streams status, messages and the delivery timestamp. Each message's
+ * ReceiveMessage sends POP_MESSAGE with queueId -1 to the broker the
+ * request names (its queue id is not used, as in RocketMQ's proxy), so one
+ * pop serves every queue of the topic on that broker. Long polling happens
+ * on the broker (pollTime is the client's long-polling timeout, bounded by
+ * its deadline). The answer streams status, messages and the delivery timestamp. Each message's
  * receipt handle is built from the answer's check-point header exactly as
  * RocketMQ's client/proxy do (receipt.h), so ACK_MESSAGE and
  * CHANGE_MESSAGE_INVISIBLETIME can be rebuilt from the handle alone.
@@ -294,7 +296,10 @@ static void receive_message(struct px *px, struct px_grpc_call *call, const uint
     snprintf(op->group, sizeof op->group, "%s", req->group->name);
     snprintf(op->topic, sizeof op->topic, "%s", mq->topic->name);
     snprintf(op->broker, sizeof op->broker, "%s", mq->broker->name);
-    op->queue_id = mq->id;
+    /* Like RocketMQ's proxy (its broker-acting queue): the request only
+     * picks the broker; the pop covers every queue of the topic there, so a
+     * client naming one queue (SimpleConsumer) still gets all messages. */
+    op->queue_id = -1;
     op->i1 = poll;
     op->i2 = batch;
     op->started = (double)invisible;

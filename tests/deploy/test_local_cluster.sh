@@ -8,8 +8,10 @@
 #  - messages sent are consumed back, with the same bodies, from both
 #    brokers (write permission of broker-a is wiped for half of the sends,
 #    so the other half must go to broker-b). They are sent and consumed with
-#    rmqadmin against the brokers; with DEPLOY_TEST_PROXY=1, 8 more go
-#    through the proxy and back with the RocketMQ 5 Node.js client;
+#    rmqadmin against the brokers; with DEPLOY_TEST_PROXY=1 (meson sets it
+#    when the proxy is built), 8 more go through the proxy and back with the
+#    RocketMQ 5 Node.js client of tests/compat/v5 (installed there with npm
+#    when missing, as the compat runner does; SKIP when node/npm are absent);
 #  - `down` stops every daemon gracefully (each logs its clean stop) and
 #    leaves no process, namespace or link behind.
 # Root: network-namespace mode (each node at its compose address); else
@@ -47,6 +49,22 @@ if [ "$(id -u)" -eq 0 ]; then
   done
   export LOCAL_CLUSTER_ID=$k LOCAL_CLUSTER_NET=10.231.$k
 fi
+# The proxy round trip needs the Node.js client before anything starts.
+if [ "${DEPLOY_TEST_PROXY:-0}" = 1 ] && [ "$PROXY_BIN" != /nonexistent/proxy ]; then
+  v5_dir=$(cd "$(dirname "$LOCAL_CLUSTER_SH")/../tests/compat/v5" 2>/dev/null && pwd)
+  modules=${V5_NODE_MODULES:-$v5_dir/node_modules}
+  if [ ! -f "$modules/rocketmq-client-nodejs/package.json" ]; then
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+      echo "SKIP: DEPLOY_TEST_PROXY=1 needs node and npm to install rocketmq-client-nodejs into $modules"
+      rm -rf "$LOCAL_CLUSTER_DIR"
+      exit 77
+    fi
+    [ -n "${V5_NODE_MODULES:-}" ] && { echo "FAIL: V5_NODE_MODULES=$V5_NODE_MODULES has no rocketmq-client-nodejs"; exit 1; }
+    echo "installing rocketmq-client-nodejs into $modules"
+    (cd "$v5_dir" && npm install --no-audit --no-fund) || { echo "FAIL: npm install in $v5_dir failed"; rm -rf "$LOCAL_CLUSTER_DIR"; exit 1; }
+  fi
+fi
+
 ns_prefix=rmqlc${LOCAL_CLUSTER_ID:-}-
 started=0
 cleanup() {
@@ -151,12 +169,10 @@ done
 ok "all 6 messages consumed back, from broker-a and broker-b"
 
 # Through the proxy (RocketMQ 5 gRPC) with the unmodified Node.js client of
-# tests/compat/v5: opt-in with DEPLOY_TEST_PROXY=1 until the proxy's receive
-# path serves every queue (today a SimpleConsumer gets only the messages on
-# queue 0 of each broker).
+# tests/compat/v5 (DEPLOY_TEST_PROXY=1). Its SimpleConsumer names queue 0 of
+# each broker in every receive; the proxy pops all queues of that broker.
 if [ "${DEPLOY_TEST_PROXY:-0}" = 1 ]; then
   [ "$PROXY_BIN" != /nonexistent/proxy ] || fail "DEPLOY_TEST_PROXY=1 but the proxy is not built"
-  modules=${V5_NODE_MODULES:-$(dirname "$LOCAL_CLUSTER_SH")/../tests/compat/v5/node_modules}
   [ -f "$modules/rocketmq-client-nodejs/package.json" ] && command -v node >/dev/null ||
     fail "DEPLOY_TEST_PROXY=1 needs node and rocketmq-client-nodejs in $modules"
   "$A" updateSubGroup -c DefaultCluster -g DeployProxyGroup$$ >/dev/null || fail "updateSubGroup failed"
