@@ -100,6 +100,9 @@ int adm_pull_one(struct adm *a, const char *addr, const char *topic, int queue_i
 
 /* Prints a stored record in detail (kv table). Returns 0 or 1. */
 int adm_print_record(struct adm *a, const uint8_t *rec, size_t len, const char *broker);
+/* The same detail as a new kv table in *out (caller tbl_free()s it).
+ * Returns 0, or 1 after printing the error. */
+int adm_record_table(struct adm *a, const uint8_t *rec, size_t len, const char *broker, tbl **out);
 /* Millisecond timestamp as "yyyy-MM-dd HH:mm:ss.SSS" local time. */
 void adm_fmt_time(int64_t ms, char *out, size_t cap);
 /* Parses "now", milliseconds since the epoch, or yyyy-MM-dd#HH:mm:ss:SSS. */

@@ -86,50 +86,233 @@ static void keep_first(const uint8_t *rec, size_t len, const char *broker, void 
     }
 }
 
+/* Consumption state of a stored message per group that consumes its topic
+ * (mqadmin's MessageTrack): CONSUMED when the group's committed offset of
+ * the message's queue is past the message, NOT_CONSUME_YET otherwise,
+ * UNKNOWN when the broker does not answer. Returns 0 with *out a new table,
+ * or 1 after printing the error. */
+static int message_tracks(struct adm *a, const char *addr, const struct msg_record *m, tbl **out)
+{
+    cli_client *c = adm_client(a);
+    char topic[256], err[ADM_ERR_MAX];
+    snprintf(topic, sizeof topic, "%.*s", (int)m->topic_len, m->topic);
+    rmt_cmd req;
+    cli_cmd_init(c, &req, RMT_REQ_QUERY_TOPIC_CONSUME_BY_WHO);
+    rmt_cmd_set_ext(&req, "topic", topic);
+    char *body = NULL;
+    int rc = cli_admin_invoke(c, addr, &req, &body, NULL, err, sizeof err);
+    rmt_cmd_destroy(&req);
+    if (rc) {
+        free(body);
+        return adm_fail(a, "cannot ask %s which groups consume '%s': %s", addr, topic, err);
+    }
+    json_error_t je;
+    json_t *j = json_loads(body, 0, &je);
+    free(body);
+    json_t *list = j ? json_object_get(j, "groupList") : NULL;
+    if (!json_is_array(list)) {
+        json_decref(j);
+        return adm_fail(a, "malformed consumer group list from %s", addr);
+    }
+    static const char *const h[] = { "ConsumerGroup", "TrackType", "ConsumerOffset" };
+    tbl *t = tbl_new(3, h);
+    if (!t) {
+        json_decref(j);
+        return adm_fail(a, "out of memory");
+    }
+    size_t i;
+    json_t *g;
+    json_array_foreach(list, i, g) {
+        if (!json_is_string(g))
+            continue;
+        int64_t off = -1;
+        rc = cli_admin_consumer_offset(c, addr, json_string_value(g), topic, m->queue_id, &off, err,
+                                       sizeof err);
+        tbl_str(t, json_string_value(g));
+        tbl_str(t, rc ? "UNKNOWN" : off > m->queue_offset ? "CONSUMED" : "NOT_CONSUME_YET");
+        tbl_int(t, rc ? -1 : off);
+    }
+    json_decref(j);
+    *out = t;
+    return 0;
+}
+
+/* Record table plus the per-group consumption state. */
+static int print_with_tracks(struct adm *a, const uint8_t *rec, size_t len, const char *broker,
+                             const char *addr)
+{
+    struct msg_record m;
+    tbl *rt = NULL, *tt = NULL;
+    if (adm_record_table(a, rec, len, broker, &rt))
+        return 1;
+    msg_record_decode(rec, len, &m, 0);
+    if (message_tracks(a, addr, &m, &tt)) {
+        tbl_free(rt);
+        return 1;
+    }
+    int rc = 0;
+    if (a->json) {
+        json_t *o = tbl_json(rt), *tr = tbl_json(tt);
+        if (!o || !tr || json_object_set_new(o, "MessageTracks", tr) ||
+            json_dumpf(o, stdout, JSON_INDENT(2)) || fputc('\n', stdout) == EOF)
+            rc = -ENOMEM;
+        if (!o && tr)
+            json_decref(tr);
+        json_decref(o);
+    } else {
+        rc = tbl_print(rt, false, stdout);
+        if (!rc && tbl_rows(tt) == 0)
+            printf("\nWARN: No Consumer\n");
+        else if (!rc && printf("\n") > 0)
+            rc = tbl_print(tt, false, stdout);
+    }
+    tbl_free(rt);
+    tbl_free(tt);
+    return rc ? adm_fail(a, "cannot print: %s", strerror(-rc)) : 0;
+}
+
+/* Properties a re-sent message must not carry over: the producer sets its
+ * own keys, tags and unique key, and the broker-side routing ones would
+ * misroute it. */
+static bool resend_skip(const char *n, size_t nl)
+{
+    static const char *const skip[] = { MSG_PROP_TAGS, MSG_PROP_KEYS, MSG_PROP_UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+                                        MSG_PROP_WAIT_STORE_MSG_OK, MSG_PROP_DELAY_TIME_LEVEL,
+                                        MSG_PROP_REAL_TOPIC, MSG_PROP_REAL_QUEUE_ID, "MIN_OFFSET", "MAX_OFFSET",
+                                        "CONSUME_START_TIME", NULL };
+    for (int i = 0; skip[i]; i++)
+        if (nl == strlen(skip[i]) && memcmp(n, skip[i], nl) == 0)
+            return true;
+    return false;
+}
+
+/* mqadmin queryMsgById -s true: sends the message again with its body,
+ * tags, keys and user properties. A message of a %DLQ% or %RETRY% topic
+ * goes back to its original topic (RETRY_TOPIC), where its group consumes
+ * it again; mqadmin would send it to the dead-letter topic itself, where
+ * no consumer reads it. */
+static int resend_record(struct adm *a, const uint8_t *rec, size_t len)
+{
+    struct msg_record m;
+    if (msg_record_decode(rec, len, &m, 0) <= 0)
+        return adm_fail(a, "the broker returned a malformed message record");
+    char topic[256], tags[256] = "", keys[1024] = "";
+    const char *v;
+    size_t vl;
+    snprintf(topic, sizeof topic, "%.*s", (int)m.topic_len, m.topic);
+    bool sys = strncmp(topic, "%DLQ%", 5) == 0 || strncmp(topic, "%RETRY%", 7) == 0;
+    if (sys) {
+        if (!msg_prop_get(m.props, m.props_len, MSG_PROP_RETRY_TOPIC, &v, &vl) || vl == 0 ||
+            vl >= sizeof topic)
+            return adm_fail(a, "the message in '%s' does not name its original topic (RETRY_TOPIC)", topic);
+        snprintf(topic, sizeof topic, "%.*s", (int)vl, v);
+    }
+    if (msg_prop_get(m.props, m.props_len, MSG_PROP_TAGS, &v, &vl))
+        snprintf(tags, sizeof tags, "%.*s", (int)vl, v);
+    if (msg_prop_get(m.props, m.props_len, MSG_PROP_KEYS, &v, &vl))
+        snprintf(keys, sizeof keys, "%.*s", (int)vl, v);
+    char *props = malloc((size_t)m.props_len + 1);
+    if (!props)
+        return adm_fail(a, "out of memory");
+    size_t plen = 0, pos = 0, nl;
+    const char *n;
+    while (msg_prop_next(m.props, m.props_len, &pos, &n, &nl, &v, &vl) == 1) {
+        if (resend_skip(n, nl) || nl >= 256)
+            continue;
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)nl, n);
+        if (msg_prop_append(props, m.props_len + 1, &plen, name, v, vl))
+            break;
+    }
+    cli_client *c = adm_client(a);
+    struct cli_producer_opts po = { .group = ADM_PRODUCER_GROUP, .retry_times = 2 };
+    int err = 0;
+    cli_producer *p = cli_producer_new(c, &po, &err);
+    if (!p) {
+        free(props);
+        return adm_fail(a, "cannot create a producer: %s", strerror(-err));
+    }
+    struct cli_message msg = { .topic = topic, .body = m.body, .body_len = m.body_len,
+                               .tags = tags[0] ? tags : NULL, .keys = keys[0] ? keys : NULL,
+                               .flag = m.flag, .props = plen ? props : NULL, .props_len = (uint32_t)plen };
+    struct cli_send_result r;
+    memset(&r, 0, sizeof r);
+    int rc = cli_send_sync(p, &msg, &r);
+    cli_producer_free(p);
+    free(props);
+    if (rc)
+        return adm_fail(a, "re-sending to '%s' failed: %s", topic, r.errmsg[0] ? r.errmsg : strerror(-rc));
+    tbl *t = tbl_new_kv();
+    if (!t)
+        return adm_fail(a, "out of memory");
+    tbl_kv(t, "Topic", topic);
+    tbl_kv(t, "Broker", r.broker);
+    tbl_kv_int(t, "QueueId", r.queue_id);
+    tbl_kv_int(t, "QueueOffset", r.queue_offset);
+    tbl_kv(t, "MsgId", r.msg_id);
+    tbl_kv(t, "OffsetMsgId", r.offset_msg_id);
+    rc = tbl_print(t, a->json, stdout);
+    tbl_free(t);
+    return rc ? adm_fail(a, "cannot print: %s", strerror(-rc)) : 0;
+}
+
 int adm_query_msg_by_id(struct adm *a)
 {
     const char *id = adm_arg(a, 'i');
     const char *topic = adm_arg(a, 't');
+    const char *send = adm_arg(a, 's');
+    if (send && strcmp(send, "true") && strcmp(send, "false"))
+        return adm_fail(a, "-s takes true or false, not '%s'", send);
+    bool resend = send && strcmp(send, "true") == 0;
     cli_client *c = adm_client(a);
     if (!c)
         return 1;
+    struct first_rec f = { 0 };
+    char addr[CLI_ADDR_MAX] = "";
     if (topic) {
         struct cli_route *r = adm_route(a, topic);
         if (!r)
             return 1;
-        struct first_rec f = { 0 };
         int found = 0;
         query_route(a, r, topic, id, true, 32, 0, INT64_MAX, keep_first, &f, &found);
+        const char *ba = f.rec ? cli_route_any_addr(r, f.broker, false) : NULL;
+        snprintf(addr, sizeof addr, "%s", ba ? ba : "");
         cli_route_free(r);
-        if (f.rec) {
-            int rc = adm_print_record(a, f.rec, f.len, f.broker);
-            free(f.rec);
-            return rc;
+    }
+    if (!f.rec) {
+        struct msg_host h;
+        int64_t phys;
+        if (msg_offset_id_decode(id, strlen(id), &h, &phys)) {
+            if (topic)
+                return adm_fail(a, "no message with unique key '%s' in topic '%s', and it is not an "
+                                   "offset message id (32 or 56 hex digits)", id, topic);
+            return adm_fail(a, "'%s' is not an offset message id (32 or 56 hex digits); to look up a "
+                               "unique message key give its topic with -t", id);
         }
-    }
-    struct msg_host h;
-    int64_t phys;
-    if (msg_offset_id_decode(id, strlen(id), &h, &phys)) {
-        if (topic)
-            return adm_fail(a, "no message with unique key '%s' in topic '%s', and it is not an "
-                               "offset message id (32 or 56 hex digits)", id, topic);
-        return adm_fail(a, "'%s' is not an offset message id (32 or 56 hex digits); to look up a "
-                           "unique message key give its topic with -t", id);
-    }
-    if (h.v6)
-        return adm_fail(a, "message id '%s' names an IPv6 broker, which this tool cannot reach", id);
-    char addr[CLI_ADDR_MAX];
-    snprintf(addr, sizeof addr, "%u.%u.%u.%u:%u", h.ip[0], h.ip[1], h.ip[2], h.ip[3], h.port);
-    rmt_cmd *resp = NULL;
-    char err[ADM_ERR_MAX];
-    int rc = cli_admin_view_by_offset(c, addr, phys, &resp, err, sizeof err);
-    if (rc) {
+        if (h.v6)
+            return adm_fail(a, "message id '%s' names an IPv6 broker, which this tool cannot reach", id);
+        snprintf(addr, sizeof addr, "%u.%u.%u.%u:%u", h.ip[0], h.ip[1], h.ip[2], h.ip[3], h.port);
+        rmt_cmd *resp = NULL;
+        char err[ADM_ERR_MAX];
+        int rc = cli_admin_view_by_offset(c, addr, phys, &resp, err, sizeof err);
+        if (rc) {
+            rmt_cmd_free(resp);
+            return adm_fail(a, "message %s (broker %s, commit log offset %lld) not found: %s", id, addr,
+                            (long long)phys, err);
+        }
+        f.rec = malloc(resp->body_len ? resp->body_len : 1);
+        if (f.rec) {
+            memcpy(f.rec, resp->body, resp->body_len);
+            f.len = resp->body_len;
+        }
         rmt_cmd_free(resp);
-        return adm_fail(a, "message %s (broker %s, commit log offset %lld) not found: %s", id, addr,
-                        (long long)phys, err);
+        if (!f.rec)
+            return adm_fail(a, "out of memory");
     }
-    rc = adm_print_record(a, resp->body, resp->body_len, NULL);
-    rmt_cmd_free(resp);
+    int rc = resend ? resend_record(a, f.rec, f.len)
+             : addr[0] ? print_with_tracks(a, f.rec, f.len, f.broker[0] ? f.broker : NULL, addr)
+                       : adm_print_record(a, f.rec, f.len, f.broker[0] ? f.broker : NULL);
+    free(f.rec);
     return rc;
 }
 

@@ -333,7 +333,7 @@ static void prop_str(const struct msg_record *m, const char *name, char *out, si
         out[0] = 0;
 }
 
-int adm_print_record(struct adm *a, const uint8_t *rec, size_t len, const char *broker)
+int adm_record_table(struct adm *a, const uint8_t *rec, size_t len, const char *broker, tbl **out)
 {
     struct msg_record m;
     if (msg_record_decode(rec, len, &m, 0) <= 0)
@@ -399,6 +399,15 @@ int adm_print_record(struct adm *a, const uint8_t *rec, size_t len, const char *
         tbl_kv(t, printable ? "Body" : "Body (hex)", body);
         free(body);
     }
+    *out = t;
+    return 0;
+}
+
+int adm_print_record(struct adm *a, const uint8_t *rec, size_t len, const char *broker)
+{
+    tbl *t = NULL;
+    if (adm_record_table(a, rec, len, broker, &t))
+        return 1;
     int rc = tbl_print(t, a->json, stdout);
     tbl_free(t);
     return rc ? adm_fail(a, "cannot print: %s", strerror(-rc)) : 0;

@@ -74,6 +74,7 @@ static struct adm_opt o_reset[] = {
 static struct adm_opt o_by_id[] = {
     { 'i', "msgId", "ID", true, "offset message id (or the message's unique key with -t)", NULL, false },
     { 't', "topic", "TOPIC", false, "topic, to look a unique key up", NULL, false },
+    { 's', "sendMessage", "BOOL", false, "true: re-send the message (a %DLQ%/%RETRY% one to its original topic)", NULL, false },
     OPT_END,
 };
 static struct adm_opt o_by_key[] = {
@@ -125,7 +126,8 @@ static const struct adm_cmd cmds[] = {
       adm_consumer_progress, o_progress },
     { "resetOffsetByTime", "move a group's offsets of a topic to a point in time",
       adm_reset_offset_by_time, o_reset },
-    { "queryMsgById", "show a message by its offset message id", adm_query_msg_by_id, o_by_id },
+    { "queryMsgById", "show a message and its consumption state per group; -s true re-sends it",
+      adm_query_msg_by_id, o_by_id },
     { "queryMsgByKey", "find messages by key", adm_query_msg_by_key, o_by_key },
     { "queryMsgByOffset", "show the message at a queue offset", adm_query_msg_by_offset, o_by_offset },
     { "sendMessage", "send one message", adm_send_message, o_send },
