@@ -32,7 +32,7 @@ struct daemon {
     char log[128];
 };
 
-static void ns_start(struct daemon *d)
+static void ns_start(struct daemon *d, const char *extra)
 {
     char *dir = th_tmpdir();
     snprintf(d->dir, sizeof d->dir, "%s", dir);
@@ -42,7 +42,8 @@ static void ns_start(struct daemon *d)
     snprintf(d->log, sizeof d->log, "%s/ns.log", d->dir);
     char port_set[64];
     snprintf(port_set, sizeof port_set, "listenPort=%d", d->port);
-    char *argv[] = { (char *)th_bin("NAMESRV_BIN"), "--set", port_set, "--set", "bindAddress=127.0.0.1", NULL };
+    char *argv[] = { (char *)th_bin("NAMESRV_BIN"), "--set", port_set, "--set", "bindAddress=127.0.0.1",
+                     "--set", "scanNotActiveBrokerInterval=200", extra ? "--set" : NULL, (char *)extra, NULL };
     d->pid = th_spawn(argv, d->log);
     ck_assert_msg(th_wait_port(d->port, 5000), "nameserver did not start listening");
 }
@@ -362,7 +363,7 @@ static int split_unique(int upto)
 START_TEST(clustering_split_and_handover)
 {
     struct daemon ns = { 0 }, br = { 0 };
-    ns_start(&ns);
+    ns_start(&ns, NULL);
     br_start(&br, ns.addr, NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     rmt_client *admin = new_client(loop);
@@ -507,6 +508,50 @@ static void poll_until_all(rmt_client *cl, const char *addr, const char *topic, 
         usleep(20 * 1000);
     }
 }
+
+/* GET_ROUTEINFO_BY_TOPIC code on the nameserver. */
+static int route_code(rmt_client *cl, const char *ns, const char *topic)
+{
+    rmt_cmd req;
+    rmt_cmd_init(&req, RMT_REQ_GET_ROUTEINFO_BY_TOPIC);
+    rmt_cmd_set_ext(&req, "topic", topic);
+    int code = call_code(cl, ns, &req);
+    rmt_cmd_destroy(&req);
+    return code;
+}
+
+START_TEST(stalled_broker_evicted_after_channel_timeout)
+{
+    struct daemon ns = { 0 }, br = { 0 };
+    ns_start(&ns, "brokerChannelExpiredTime=1500");
+    br_start(&br, ns.addr, NULL);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    rmt_client *cl = new_client(loop);
+    ck_assert_int_eq(create_topic(cl, br.addr, "Stalled", 1), 0);
+    int code = -1;
+    for (int i = 0; i < 50 && (code = route_code(cl, ns.addr, "Stalled")) != 0; i++)
+        usleep(100 * 1000);
+    ck_assert_int_eq(code, 0);
+    /* Frozen, not dead: its connection stays open, its heartbeats stop. */
+    kill(br.pid, SIGSTOP);
+    long long t0 = th_now_ms();
+    while (th_now_ms() - t0 < 8000 && (code = route_code(cl, ns.addr, "Stalled")) == 0)
+        usleep(100 * 1000);
+    long long waited = th_now_ms() - t0;
+    kill(br.pid, SIGCONT);
+    ck_assert_int_eq(code, RMT_RESP_TOPIC_NOT_EXIST);
+    ck_assert_msg(waited >= 1000, "evicted after %lld ms, before the 1500 ms channel timeout", waited);
+    fprintf(stderr, "eviction: a stalled broker left the routes after %lld ms (timeout 1500 ms)\n", waited);
+    /* Thawed, it registers again. */
+    for (int i = 0; i < 50 && (code = route_code(cl, ns.addr, "Stalled")) != 0; i++)
+        usleep(100 * 1000);
+    ck_assert_int_eq(code, 0);
+    rmt_client_free(cl);
+    ev_loop_destroy(loop);
+    d_finish(&br);
+    d_finish(&ns);
+}
+END_TEST
 
 START_TEST(delay_levels_on_time_and_across_restart)
 {
@@ -695,7 +740,7 @@ static void send_back(rmt_client *cl, const char *addr, int64_t phys, const char
 START_TEST(failing_message_reaches_dlq_after_retry_max_times)
 {
     struct daemon ns = { 0 }, br = { 0 };
-    ns_start(&ns);
+    ns_start(&ns, NULL);
     const char *extra[] = { "messageDelayLevel=1s 1s 1s 1s 1s 1s 1s 1s", NULL };
     br_start(&br, ns.addr, extra);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -829,6 +874,7 @@ int main(void)
     if (!only || strcmp(only, #t) == 0) \
         tcase_add_test(tc, t)
     ADD(clustering_split_and_handover);
+    ADD(stalled_broker_evicted_after_channel_timeout);
     ADD(delay_levels_on_time_and_across_restart);
     ADD(timer_messages_survive_broker_kill9);
     ADD(failing_message_reaches_dlq_after_retry_max_times);
