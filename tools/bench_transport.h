@@ -2,8 +2,8 @@
  * What rmqbench needs from a transport, as a table of operations, so the
  * benchmark loop does not care how messages reach the cluster. The remoting
  * implementation (bench_remoting.c) talks to the brokers directly with the
- * client library; a gRPC implementation through the proxy can be added as a
- * second table without touching rmqbench.c.
+ * client library; the gRPC one (bench_grpc.c) talks to a RocketMQ 5 proxy
+ * over HTTP/2, as the official 5.x clients do.
  *
  * Every handle belongs to the libev loop it was created on; callbacks come
  * from that loop. Ownership: *_new allocates, *_free releases.
@@ -50,6 +50,9 @@ struct bt_producer_opts {
     const char *endpoints;
     const char *group;
     int timeout_ms;
+    const char *topic;  /* topic the handle will send to (gRPC: routed and
+                           announced at creation); NULL: none known yet */
+    int connections;    /* gRPC connections per handle; 0: transport default */
 };
 
 struct bt_consumer_opts {
@@ -59,6 +62,8 @@ struct bt_consumer_opts {
     bool from_first;
     bt_recv_fn on_recv;
     void *ud;
+    int connections;    /* gRPC connections; 0: transport default */
+    int concurrency;    /* gRPC receive calls in flight; 0: transport default */
 };
 
 struct bt_ops {
@@ -84,5 +89,6 @@ struct bt_ops {
 };
 
 extern const struct bt_ops bt_remoting;
+extern const struct bt_ops bt_grpc;
 
 #endif

@@ -13,7 +13,8 @@
  * Consumer: one loop with the client's managed consumer; latency is measured
  * from the store and the born timestamps to the receipt (wall clock, ms).
  *
- * Transport: bench_transport.h; only remoting exists today.
+ * Transport: bench_transport.h; remoting (brokers directly, the default)
+ * or grpc (a RocketMQ 5 proxy, --transport grpc --endpoint host:port).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -41,7 +42,8 @@ enum mode { MODE_ASYNC, MODE_SYNC, MODE_ONEWAY };
 struct cfg {
     const char *ns, *topic, *group, *tags;
     bool keys, json, from_first;
-    int size, window, threads, batch;
+    int size, window, threads, batch, connections, receives;
+    const char *endpoint;
     enum mode mode;
     long long count;
     double duration;
@@ -223,7 +225,8 @@ static void *worker_main(void *arg)
         atomic_store(&g_stop, true);
         return NULL;
     }
-    struct bt_producer_opts po = { c->ns, c->group, 3000 };
+    struct bt_producer_opts po = { c->tx == &bt_grpc ? c->endpoint : c->ns, c->group, 3000, c->topic,
+                                   c->connections };
     w->prod = c->tx->producer_new(w->loop, &po, w->fatal, sizeof w->fatal);
     if (!w->prod) {
         atomic_store(&g_stop, true);
@@ -533,7 +536,8 @@ static int run_consumer(const struct cfg *c)
     hist_init(&r->born_lat);
     r->loop = ev_loop_new(EVFLAG_AUTO);
     char err[256];
-    struct bt_consumer_opts co = { c->ns, c->group, c->topic, c->batch, c->from_first, on_recv, r };
+    struct bt_consumer_opts co = { c->tx == &bt_grpc ? c->endpoint : c->ns, c->group, c->topic, c->batch,
+                                   c->from_first, on_recv, r, c->connections, c->receives };
     void *cs = r->loop ? c->tx->consumer_new(r->loop, &co, err, sizeof err) : NULL;
     if (!cs) {
         fprintf(stderr, "rmqbench consumer: %s\n", r->loop ? err : "cannot create an event loop");
@@ -617,6 +621,10 @@ static void usage(FILE *out)
             "  --count N           stop after N messages\n"
             "  --duration SECONDS  stop after this time (default 10 without --count)\n"
             "  --json              summary as JSON on stdout (progress goes to stderr)\n"
+            "  --transport T       remoting (brokers, via the nameservers) or grpc (a RocketMQ 5\n"
+            "                      proxy; -n is not used) (default remoting)\n"
+            "  --endpoint H:P      proxy gRPC endpoint for --transport grpc (default 127.0.0.1:8081)\n"
+            "  --connections N     gRPC connections per producer thread / consumer (default 4)\n"
             "producer flags:\n"
             "  -s BYTES            message size (default 128)\n"
             "  -w N                in-flight window (async) / sending threads (sync) (default 64)\n"
@@ -628,7 +636,9 @@ static void usage(FILE *out)
             "consumer flags:\n"
             "  -g GROUP            consumer group (default benchmark_consumer)\n"
             "  --batch N           pull batch size (default 32)\n"
-            "  --from first|last   where a new group starts (default last)\n");
+            "  --from first|last   where a new group starts (default last; remoting only: through\n"
+            "                      the proxy a new group starts at the first message still in memory)\n"
+            "  -w N                grpc: ReceiveMessage calls in flight (default 16)\n");
 }
 
 static int parse_int(const char *flag, const char *v, long long min, long long max, long long *out)
@@ -686,6 +696,25 @@ int main(int argc, char **argv)
             return 2;
         } else if (strcmp(f, "-n") == 0) {
             c.ns = v;
+        } else if (strcmp(f, "--transport") == 0) {
+            if (strcmp(v, "remoting") == 0)
+                c.tx = &bt_remoting;
+            else if (strcmp(v, "grpc") == 0)
+                c.tx = &bt_grpc;
+            else {
+                fprintf(stderr, "rmqbench: bad value '%s' for --transport: expected remoting or grpc\n", v);
+                return 2;
+            }
+        } else if (strcmp(f, "--endpoint") == 0) {
+            c.endpoint = v;
+        } else if (strcmp(f, "--connections") == 0) {
+            if (parse_int(f, v, 1, 64, &x))
+                return 2;
+            c.connections = (int)x;
+        } else if (strcmp(f, "-w") == 0 && !producer) {
+            if (parse_int(f, v, 1, 4096, &x))
+                return 2;
+            c.receives = (int)x;
         } else if (strcmp(f, "-t") == 0) {
             c.topic = v;
         } else if (strcmp(f, "-g") == 0) {
@@ -742,6 +771,8 @@ int main(int argc, char **argv)
         if (takes)
             i++;
     }
+    if (!c.endpoint)
+        c.endpoint = "127.0.0.1:8081";
     if (c.mode == MODE_SYNC && c.window > MAX_THREADS) {
         fprintf(stderr, "rmqbench: sync mode uses one thread per -w; at most %d\n", MAX_THREADS);
         return 2;
