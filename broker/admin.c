@@ -203,6 +203,27 @@ static int topic_json(struct buf *out, const struct meta_topic *t)
     return rc;
 }
 
+/* One SubscriptionGroupConfig, the same fields GET_ALL_SUBSCRIPTIONGROUP_CONFIG lists. */
+static int group_json(struct buf *out, const struct meta_group *g)
+{
+    int rc = buf_append(out, "{\"groupName\":", 13);
+    if (!rc)
+        rc = json_buf_str(out, g->name);
+    if (!rc)
+        rc = buf_printf(out,
+                        ",\"consumeEnable\":%s,\"consumeFromMinEnable\":%s,\"consumeBroadcastEnable\":%s,"
+                        "\"consumeMessageOrderly\":%s,\"retryQueueNums\":%d,\"retryMaxTimes\":%d,"
+                        "\"brokerId\":%lld,\"whichBrokerWhenConsumeSlowly\":%lld,"
+                        "\"notifyConsumerIdsChangedEnable\":%s,\"groupSysFlag\":%d,\"consumeTimeoutMinute\":%d}",
+                        g->consume_enable ? "true" : "false", g->consume_from_min_enable ? "true" : "false",
+                        g->consume_broadcast_enable ? "true" : "false",
+                        g->consume_message_orderly ? "true" : "false", g->retry_queue_nums, g->retry_max_times,
+                        (long long)g->broker_id, (long long)g->which_broker_when_consume_slowly,
+                        g->notify_consumer_ids_changed_enable ? "true" : "false", g->group_sys_flag,
+                        g->consume_timeout_minute);
+    return rc;
+}
+
 struct name_list {
     struct buf *out;
     int n;
@@ -836,6 +857,18 @@ bool adm_on_request(struct adm *a, rmt_conn *c, rmt_cmd *req)
     case RMT_REQ_GET_ALL_SUBSCRIPTIONGROUP_CONFIG:
         brk_resp(b, RMT_RESP_SUCCESS);
         reply_body(b, c, req, meta_groups_encode_json(b->meta, &b->body));
+        return true;
+    case RMT_REQ_GET_SUBSCRIPTIONGROUP_CONFIG:
+        if (!brk_need_str(b, c, req, "group", &name)) {
+            const struct meta_group *g = meta_group_get(b->meta, name);
+            if (!g) {
+                brk_err(b, c, req, RMT_RESP_SUBSCRIPTION_GROUP_NOT_EXIST, "No group in this broker. group: %s",
+                        name);
+                return true;
+            }
+            brk_resp(b, RMT_RESP_SUCCESS);
+            reply_body(b, c, req, group_json(&b->body, g));
+        }
         return true;
     case RMT_REQ_GET_ALL_CONSUMER_OFFSET:
         brk_resp(b, RMT_RESP_SUCCESS);

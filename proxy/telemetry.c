@@ -6,7 +6,9 @@
  *    server-side ones (backoff policy, request timeout, body size limit; for
  *    consumers FIFO flag, receive batch size and long-polling timeout from
  *    the subscription group, whose config is read from a broker with
- *    GET_ALL_SUBSCRIPTIONGROUP_CONFIG and cached);
+ *    GET_SUBSCRIPTIONGROUP_CONFIG (that one group; the whole table with
+ *    GET_ALL_SUBSCRIPTIONGROUP_CONFIG from brokers without it) and cached
+ *    for GROUP_TTL_MS, an unknown group included);
  *  - the proxy heartbeats every broker of the topics its producers publish
  *    to as the producer groups of those topics (px_tx_group), so a broker
  *    resolving a pending transaction sends CHECK_TRANSACTION_STATE here; the
@@ -195,6 +197,28 @@ static void send_settings(struct px *px, struct px_grpc_call *call, int client_t
         log_warn("proxy: cannot send settings to %s: %s", px_grpc_call_peer(call), strerror(-rc));
 }
 
+static void group_from_json(struct group_conf *g, json_t *v, int64_t now)
+{
+    g->fifo = json_is_true(json_object_get(v, "consumeMessageOrderly"));
+    json_t *r = json_object_get(v, "retryMaxTimes");
+    g->retry_max = json_is_integer(r) ? (int)json_integer_value(r) : -1;
+    g->fetched_ms = now;
+}
+
+/* Body of GET_SUBSCRIPTIONGROUP_CONFIG: one SubscriptionGroupConfig. */
+static void group_parse(struct px *px, const char *name, const uint8_t *body, size_t len)
+{
+    json_error_t e;
+    json_t *root = json_loadb((const char *)body, len, JSON_ALLOW_NUL, &e);
+    struct group_conf *g = group_put(px->clients, name);
+    if (json_is_object(root) && g)
+        group_from_json(g, root, px_now_ms());
+    else if (!json_is_object(root))
+        log_warn("proxy: subscription group %s from a broker is not readable: %s", name,
+                 root ? "not an object" : e.text);
+    json_decref(root);
+}
+
 static void groups_parse(struct px *px, const uint8_t *body, size_t len)
 {
     json_error_t e;
@@ -208,10 +232,7 @@ static void groups_parse(struct px *px, const uint8_t *body, size_t len)
             struct group_conf *g = group_put(px->clients, name);
             if (!g)
                 break;
-            g->fifo = json_is_true(json_object_get(v, "consumeMessageOrderly"));
-            json_t *r = json_object_get(v, "retryMaxTimes");
-            g->retry_max = json_is_integer(r) ? (int)json_integer_value(r) : -1;
-            g->fetched_ms = now;
+            group_from_json(g, v, now);
         }
     } else {
         log_warn("proxy: subscription group table from a broker is not readable: %s",
@@ -220,20 +241,51 @@ static void groups_parse(struct px *px, const uint8_t *body, size_t len)
     json_decref(root);
 }
 
+static void groups_resp(int status, rmt_cmd *resp, void *ud);
+
+static void groups_ask(struct px_op *op, int code)
+{
+    px_cmd_reset(op->px, &op->cmd, code);
+    op->kind = code;
+    int rc = code == RMT_REQ_GET_SUBSCRIPTIONGROUP_CONFIG ? rmt_cmd_set_ext(&op->cmd, "group", op->group) : 0;
+    if (!rc)
+        rc = rmt_client_invoke(op->px->brk, op->addr, &op->cmd, (int)op->px->cfg.request_timeout_ms, groups_resp,
+                               op);
+    if (rc)
+        groups_resp(rc, NULL, op);
+}
+
 static void groups_resp(int status, rmt_cmd *resp, void *ud)
 {
     struct px_op *op = ud;
     struct px *px = op->px;
-    if (status)
-        log_warn("proxy: cannot read subscription groups from %s: %s; using defaults", op->addr,
+    bool one = op->kind == RMT_REQ_GET_SUBSCRIPTIONGROUP_CONFIG;
+    if (status) {
+        log_warn("proxy: cannot read subscription group %s from %s: %s; using defaults", op->group, op->addr,
                  strerror(-status));
-    else if (resp->code != RMT_RESP_SUCCESS)
-        log_warn("proxy: broker %s refused GET_ALL_SUBSCRIPTIONGROUP_CONFIG (%d); using defaults", op->addr,
-                 resp->code);
-    else
+    } else if (one && resp->code == RMT_RESP_REQUEST_CODE_NOT_SUPPORTED) {
+        groups_ask(op, RMT_REQ_GET_ALL_SUBSCRIPTIONGROUP_CONFIG);
+        return;
+    } else if (one && resp->code == RMT_RESP_SUBSCRIPTION_GROUP_NOT_EXIST) {
+        log_debug("proxy: broker %s has no subscription group %s; using defaults", op->addr, op->group);
+        struct group_conf *g = group_put(px->clients, op->group);
+        if (g) {
+            g->fifo = false;
+            g->retry_max = -1;
+        }
+    } else if (resp->code != RMT_RESP_SUCCESS) {
+        log_warn("proxy: broker %s refused %s (%d); using defaults", op->addr,
+                 one ? "GET_SUBSCRIPTIONGROUP_CONFIG" : "GET_ALL_SUBSCRIPTIONGROUP_CONFIG", resp->code);
+    } else if (one) {
+        group_parse(px, op->group, resp->body, resp->body_len);
+    } else {
         groups_parse(px, resp->body, resp->body_len);
+    }
+    /* Whatever came of it is kept for GROUP_TTL_MS (an unknown group's
+     * defaults, or the last known config when the broker could not say), so
+     * settings commands do not ask the broker each time. */
     struct group_conf *g = group_put(px->clients, op->group);
-    if (g && g->fetched_ms == 0)
+    if (g)
         g->fetched_ms = px_now_ms();
     if (px_grpc_call_active(op->call))
         send_settings(px, op->call, (int)op->i1, op->group, op->i2);
@@ -252,10 +304,7 @@ static void groups_route(int status, const struct cli_route *r, const char *errm
         return;
     }
     snprintf(op->addr, sizeof op->addr, "%s", addr);
-    px_cmd_reset(op->px, &op->cmd, RMT_REQ_GET_ALL_SUBSCRIPTIONGROUP_CONFIG);
-    int rc = rmt_client_invoke(op->px->brk, addr, &op->cmd, (int)op->px->cfg.request_timeout_ms, groups_resp, op);
-    if (rc)
-        groups_resp(rc, NULL, op);
+    groups_ask(op, RMT_REQ_GET_SUBSCRIPTIONGROUP_CONFIG);
 }
 
 static void send_heartbeats(struct px *px);

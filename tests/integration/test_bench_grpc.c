@@ -5,7 +5,8 @@
  * AckMessage) with `rmqbench consumer --transport grpc`. Only counts are
  * judged: every send is acknowledged or failed, every acknowledged message
  * comes back exactly once, and the group has no lag left. No speed is
- * asserted.
+ * asserted. Also the broker request the proxy reads a consumer group's
+ * config with (GET_SUBSCRIPTIONGROUP_CONFIG, 352).
  */
 #include <check.h>
 #include <stdarg.h>
@@ -15,11 +16,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <ev.h>
 #include <jansson.h>
 
 #include "harness.h"
+#include "remoting.h"
+#include "rmt_codes.h"
 
-static char g_dir[64], g_ns[64], g_px[64], g_out[128];
+static char g_dir[64], g_ns[64], g_px[64], g_broker[64], g_out[128];
 static pid_t g_ns_pid, g_broker_pid, g_px_pid;
 
 #define MAX_ARGS 40
@@ -82,6 +86,7 @@ static void start_cluster(void)
     int nsport = th_free_port(), bport = th_free_port(), pxport = th_free_port();
     snprintf(g_ns, sizeof g_ns, "127.0.0.1:%d", nsport);
     snprintf(g_px, sizeof g_px, "127.0.0.1:%d", pxport);
+    snprintf(g_broker, sizeof g_broker, "127.0.0.1:%d", bport);
     char log[128], p1[64], p2[64], p3[96], p4[600], p5[64];
     snprintf(log, sizeof log, "%s/ns.log", g_dir);
     snprintf(p1, sizeof p1, "listenPort=%d", nsport);
@@ -218,6 +223,65 @@ START_TEST(grpc_errors_are_reported)
 }
 END_TEST
 
+/* GET_SUBSCRIPTIONGROUP_CONFIG for `group` (NULL: no header); returns the
+ * code, *body the JSON body when there is one (caller frees). */
+static int get_group(const char *group, json_t **body)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct rmt_client_opts co = { 0 };
+    rmt_client *cl = rmt_client_new(loop, &co);
+    ck_assert_ptr_nonnull(cl);
+    rmt_cmd req;
+    rmt_cmd_init(&req, RMT_REQ_GET_SUBSCRIPTIONGROUP_CONFIG);
+    if (group)
+        ck_assert_int_eq(rmt_cmd_set_ext(&req, "group", group), 0);
+    rmt_cmd *resp = NULL;
+    int rc = rmt_client_invoke_sync(cl, g_broker, &req, 5000, &resp);
+    ck_assert_msg(rc == 0, "GET_SUBSCRIPTIONGROUP_CONFIG: %s", strerror(-rc));
+    int code = resp->code;
+    *body = NULL;
+    if (resp->body_len) {
+        json_error_t e;
+        *body = json_loadb((const char *)resp->body, resp->body_len, 0, &e);
+        ck_assert_msg(*body != NULL, "body is not JSON: %s", e.text);
+    }
+    rmt_cmd_free(resp);
+    rmt_cmd_destroy(&req);
+    rmt_client_free(cl);
+    ev_loop_destroy(loop);
+    return code;
+}
+
+START_TEST(broker_get_subscription_group)
+{
+    char *out;
+    int rc = run("RMQADMIN_BIN", &out, "updateSubGroup", "-b", g_broker, "-g", "GrpcCfgGroup", "-q", "5", NULL);
+    ck_assert_msg(rc == 0, "updateSubGroup failed: %s", out);
+    json_t *j;
+    ck_assert_int_eq(get_group("GrpcCfgGroup", &j), RMT_RESP_SUCCESS);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "groupName")), "GrpcCfgGroup");
+    ck_assert_int_eq(jint(j, "retryMaxTimes"), 5);
+    ck_assert_int_eq(jint(j, "retryQueueNums"), 1);
+    ck_assert(json_is_false(json_object_get(j, "consumeMessageOrderly")));
+    ck_assert(json_is_true(json_object_get(j, "consumeEnable")));
+    json_decref(j);
+    ck_assert_int_eq(get_group("NoSuchGrpcGroup", &j), RMT_RESP_SUBSCRIPTION_GROUP_NOT_EXIST);
+    json_decref(j);
+    ck_assert_int_ne(get_group(NULL, &j), RMT_RESP_SUCCESS);
+    json_decref(j);
+    /* A consumer of that group through the proxy (whose settings come from
+     * this request) still works; the group has nothing to receive. */
+    make_topic("GrpcCfgTopic");
+    rc = run("RMQBENCH_BIN", &out, "consumer", "--transport", "grpc", "--endpoint", g_px, "-t", "GrpcCfgTopic",
+             "-g", "GrpcCfgGroup", "--duration", "1", "--json", NULL);
+    ck_assert_msg(rc == 0, "consumer failed: %s", out);
+    j = json_of(out);
+    ck_assert_int_eq(jint(j, "received"), 0);
+    json_decref(j);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("bench-grpc");
@@ -226,6 +290,7 @@ int main(void)
     tcase_add_unchecked_fixture(tc, start_cluster, stop_cluster);
     tcase_add_test(tc, grpc_send_receive_counts);
     tcase_add_test(tc, grpc_errors_are_reported);
+    tcase_add_test(tc, broker_get_subscription_group);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
