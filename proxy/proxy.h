@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -157,6 +158,15 @@ const char *px_broker_addr(struct px *px, const char *topic, const char *broker)
 int px_with_route(struct px *px, const char *topic, cli_route_fn cb, void *ud);
 /* Code for a failed route lookup status. */
 px_code px_code_from_route(int status);
+
+/* Copies src into dst (cap bytes, NUL included), truncating; the cheap
+ * form of snprintf("%s") for the per-message paths. */
+static inline void px_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
 
 /* Validates names like RocketMQ's TopicValidator / group rules. */
 bool px_valid_name(const char *s, size_t max);

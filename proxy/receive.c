@@ -29,6 +29,10 @@
 
 static struct px_msg_out msg_out[MAX_RECV_MSGS];
 static struct buf scratch = BUF_INIT;
+/* Receipt handles of the answer being streamed (recv_found runs to the end
+ * before anything else; kept out of the pooled ops so that every op does
+ * not end up carrying 32 KiB). */
+static char handles[MAX_RECV_MSGS][PX_HANDLE_MAX];
 
 static int64_t dur_ms(const Google__Protobuf__Duration *d)
 {
@@ -80,12 +84,6 @@ static void recv_found(struct px_op *op, rmt_cmd *resp)
     int seen[PX_CK_MAX_QUEUES] = { 0 };
     struct cli_msg_view v;
     buf_reset(&scratch);
-    /* Handles go into aux: one PX_HANDLE_MAX slot per message. */
-    buf_reset(&op->aux);
-    if (buf_reserve(&op->aux, (size_t)MAX_RECV_MSGS * PX_HANDLE_MAX)) {
-        recv_finish(op, PXC(INTERNAL_SERVER_ERROR), "out of memory");
-        return;
-    }
     struct msg_record recs[MAX_RECV_MSGS];
     struct cli_msg_view views[MAX_RECV_MSGS];
     const uint8_t *body = resp->body;
@@ -102,7 +100,7 @@ static void recv_found(struct px_op *op, rmt_cmd *resp)
         char type = px_topic_type(v.topic, v.topic_len);
         const char *pck;
         size_t pckl;
-        char *h = (char *)op->aux.data + (size_t)n * PX_HANDLE_MAX;
+        char *h = handles[n];
         if (msg_prop_get(v.props, v.props_len, MSG_PROP_POP_CK, &pck, &pckl) && pckl + 24 < PX_HANDLE_MAX) {
             int hl = snprintf(h, PX_HANDLE_MAX, "%.*s %" PRId64, (int)pckl, pck, v.commit_log_offset);
             (void)hl;
@@ -150,7 +148,7 @@ static void recv_found(struct px_op *op, rmt_cmd *resp)
             break;
         }
         o->sp.opt_receipt_handle_case = APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__OPT_RECEIPT_HANDLE_RECEIPT_HANDLE;
-        o->sp.receipt_handle = (char *)op->aux.data + (size_t)i * PX_HANDLE_MAX;
+        o->sp.receipt_handle = handles[i];
         o->invisible.seconds = invisible / 1000;
         o->invisible.nanos = (int32_t)(invisible % 1000) * 1000000;
         o->sp.invisible_duration = &o->invisible;
@@ -215,7 +213,7 @@ static void pop_route(int status, const struct cli_route *r, const char *errmsg,
         recv_finish(op, PXC(INTERNAL_SERVER_ERROR), "broker %s is not in the route of %s", op->broker, op->topic);
         return;
     }
-    snprintf(op->addr, sizeof op->addr, "%s", addr);
+    px_copy(op->addr, sizeof op->addr, addr);
     int64_t poll = op->i1;
     double dl = px_grpc_call_deadline(op->call);
     if (dl > 0) {
@@ -293,9 +291,9 @@ static void receive_message(struct px *px, struct px_grpc_call *call, const uint
                     px->cfg.max_long_polling_ms);
         return;
     }
-    snprintf(op->group, sizeof op->group, "%s", req->group->name);
-    snprintf(op->topic, sizeof op->topic, "%s", mq->topic->name);
-    snprintf(op->broker, sizeof op->broker, "%s", mq->broker->name);
+    px_copy(op->group, sizeof op->group, req->group->name);
+    px_copy(op->topic, sizeof op->topic, mq->topic->name);
+    px_copy(op->broker, sizeof op->broker, mq->broker->name);
     /* Like RocketMQ's proxy (its broker-acting queue): the request only
      * picks the broker; the pop covers every queue of the topic there, so a
      * client naming one queue (SimpleConsumer) still gets all messages. */
@@ -320,7 +318,7 @@ static void receive_message(struct px *px, struct px_grpc_call *call, const uint
                    strlen(req->filter_expression->expression) + 1);
     }
     if (req->opt_attempt_id_case == APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_REQUEST__OPT_ATTEMPT_ID_ATTEMPT_ID)
-        snprintf(op->str, sizeof op->str, "%s", req->attempt_id);
+        px_copy(op->str, sizeof op->str, req->attempt_id);
     int rc = px_with_route(px, op->topic, pop_route, op);
     if (rc)
         pop_route(rc, NULL, "route lookup could not start", op);
@@ -382,7 +380,7 @@ static void ack_child_done(struct px_op *op, px_code code, const char *err)
     struct px_op *parent = op->parent;
     struct ack_res *r = &((struct ack_res *)parent->aux.data)[op->index];
     r->code = code;
-    snprintf(r->err, sizeof r->err, "%.*s", (int)sizeof r->err - 1, err ? err : "");
+    px_copy(r->err, sizeof r->err, err ? err : "");
     px_op_put(op);
     if (--parent->pending == 0)
         ack_done(parent);
@@ -414,8 +412,8 @@ static void ack_send(struct px_op *op, const struct px_handle *h, rmt_response_f
         cb(addr ? -EINVAL : -EHOSTUNREACH, NULL, op);
         return;
     }
-    snprintf(op->addr, sizeof op->addr, "%s", addr);
-    snprintf(op->broker, sizeof op->broker, "%s", h->broker);
+    px_copy(op->addr, sizeof op->addr, addr);
+    px_copy(op->broker, sizeof op->broker, h->broker);
     rmt_cmd *c = &op->cmd;
     px_cmd_reset(px, c, RMT_REQ_ACK_MESSAGE);
     int rc = rmt_cmd_set_ext(c, "consumerGroup", op->group);
@@ -501,8 +499,8 @@ static void ack_message(struct px *px, struct px_grpc_call *call, const uint8_t 
         }
         op->parent = parent;
         op->index = i;
-        snprintf(op->group, sizeof op->group, "%s", req->group->name);
-        snprintf(op->topic, sizeof op->topic, "%s", req->topic->name);
+        px_copy(op->group, sizeof op->group, req->group->name);
+        px_copy(op->topic, sizeof op->topic, req->topic->name);
         buf_append(&op->props, rh, strlen(rh) + 1);
         if (px_broker_addr(px, op->topic, h.broker)) {
             ack_send(op, &h, ack_resp);
@@ -565,7 +563,7 @@ static void change_send(struct px_op *op)
         change_resp(addr ? -EINVAL : -EHOSTUNREACH, NULL, op);
         return;
     }
-    snprintf(op->broker, sizeof op->broker, "%s", h.broker);
+    px_copy(op->broker, sizeof op->broker, h.broker);
     rmt_cmd *c = &op->cmd;
     px_cmd_reset(px, c, RMT_REQ_CHANGE_MESSAGE_INVISIBLETIME);
     int rc = rmt_cmd_set_ext(c, "consumerGroup", op->group);
@@ -626,8 +624,8 @@ static void change_invisible(struct px *px, struct px_grpc_call *call, const uin
         px_reply_status(call, d, PXC(INTERNAL_SERVER_ERROR), "out of memory");
         return;
     }
-    snprintf(op->group, sizeof op->group, "%s", req->group->name);
-    snprintf(op->topic, sizeof op->topic, "%s", req->topic->name);
+    px_copy(op->group, sizeof op->group, req->group->name);
+    px_copy(op->topic, sizeof op->topic, req->topic->name);
     buf_append(&op->props, req->receipt_handle, strlen(req->receipt_handle) + 1);
     op->i1 = inv;
     if (px_broker_addr(px, op->topic, h.broker)) {
@@ -696,7 +694,7 @@ static void dlq_send(struct px_op *op)
         dlq_reply(op, PXC(INVALID_RECEIPT_HANDLE), "receipt handle has no commit log offset");
         return;
     }
-    snprintf(op->broker, sizeof op->broker, "%s", h.broker);
+    px_copy(op->broker, sizeof op->broker, h.broker);
     rmt_cmd *c = &op->cmd;
     px_cmd_reset(px, c, RMT_REQ_CONSUMER_SEND_MSG_BACK);
     int rc = rmt_cmd_set_ext_int(c, "offset", h.commit_log_offset);
@@ -754,9 +752,9 @@ static void forward_dlq(struct px *px, struct px_grpc_call *call, const uint8_t 
         px_reply_status(call, d, PXC(INTERNAL_SERVER_ERROR), "out of memory");
         return;
     }
-    snprintf(op->group, sizeof op->group, "%s", req->group->name);
-    snprintf(op->topic, sizeof op->topic, "%s", req->topic->name);
-    snprintf(op->str, sizeof op->str, "%s", req->message_id);
+    px_copy(op->group, sizeof op->group, req->group->name);
+    px_copy(op->topic, sizeof op->topic, req->topic->name);
+    px_copy(op->str, sizeof op->str, req->message_id);
     buf_append(&op->props, req->receipt_handle, strlen(req->receipt_handle) + 1);
     op->i1 = req->max_delivery_attempts > 0 ? req->max_delivery_attempts - 1 : 0;
     if (px_broker_addr(px, op->topic, h.broker)) {

@@ -142,7 +142,7 @@ static void send_resp(int status, rmt_cmd *resp, void *ud)
                 child_finish(op, PXC(INTERNAL_SERVER_ERROR), "broker answered an unreadable msgId");
                 return;
             }
-            snprintf(t.addr, sizeof t.addr, "%s", op->addr);
+            px_copy(t.addr, sizeof t.addr, op->addr);
             t.tran_state_offset = qoff;
             const char *btx = rmt_cmd_ext(resp, "transactionId");
             snprintf(t.broker_txid, sizeof t.broker_txid, "%.127s", btx && *btx ? btx : op->str);
@@ -192,8 +192,8 @@ static void send_to_route(int status, const struct cli_route *r, const char *err
         child_finish(op, PXC(INTERNAL_SERVER_ERROR), "broker has no master address");
         return;
     }
-    snprintf(op->broker, sizeof op->broker, "%s", mq.broker);
-    snprintf(op->addr, sizeof op->addr, "%s", addr);
+    px_copy(op->broker, sizeof op->broker, mq.broker);
+    px_copy(op->addr, sizeof op->addr, addr);
     op->queue_id = mq.queue_id;
     char pgroup[CLI_NAME_MAX + 16];
     px_tx_group(op->topic, pgroup, sizeof pgroup);
@@ -250,7 +250,7 @@ static px_code prepare(struct px *px, struct px_op *op, const Apache__Rocketmq__
         snprintf(err, errlen, "message body is empty");
         return PXC(MESSAGE_BODY_EMPTY);
     }
-    snprintf(op->topic, sizeof op->topic, "%s", m->topic->name);
+    px_copy(op->topic, sizeof op->topic, m->topic->name);
     struct buf *p = &op->props;
     buf_reset(p);
     int64_t now = px_now_ms();
@@ -414,7 +414,7 @@ static void send_message(struct px *px, struct px_grpc_call *call, const uint8_t
         op->parent = parent;
         op->index = i;
         px_code c = prepare(px, op, m, res[i].err, sizeof res[i].err);
-        snprintf(res[i].msg_id, sizeof res[i].msg_id, "%.63s", op->str);
+        px_copy(res[i].msg_id, sizeof res[i].msg_id, op->str);
         if (c != PXC(OK)) {
             res[i].code = c;
             px_op_put(op);
@@ -476,7 +476,7 @@ static void end_transaction(struct px *px, struct px_grpc_call *call, const uint
     }
     char g[CLI_NAME_MAX + 16];
     px_tx_group(req->topic->name, g, sizeof g);
-    snprintf(op->addr, sizeof op->addr, "%s", t.addr);
+    px_copy(op->addr, sizeof op->addr, t.addr);
     px_cmd_reset(px, &op->cmd, RMT_REQ_END_TRANSACTION);
     int rc = rmt_cmd_set_ext(&op->cmd, "producerGroup", g);
     if (!rc) rc = rmt_cmd_set_ext(&op->cmd, "topic", req->topic->name);

@@ -156,10 +156,19 @@ void px_op_put(struct px_op *op)
     if (op->call)
         px_grpc_call_unref(op->call);
     op->call = NULL;
-    /* Do not let one huge message pin its buffer forever. */
+    /* Pooled ops are many (one per message in flight): do not let one
+     * large request pin big buffers in all of them. */
     if (op->body.cap > 1024 * 1024) {
         buf_free(&op->body);
         op->body = (struct buf)BUF_INIT;
+    }
+    if (op->aux.cap > 64 * 1024) {
+        buf_free(&op->aux);
+        op->aux = (struct buf)BUF_INIT;
+    }
+    if (op->props.cap > 64 * 1024) {
+        buf_free(&op->props);
+        op->props = (struct buf)BUF_INIT;
     }
     op->next_free = op->px->free_ops;
     op->px->free_ops = op;
