@@ -56,10 +56,15 @@ static const uint32_t K[64] = {
     0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
     0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
 };
-static const uint8_t R[64] = { 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-                               5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
-                               4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-                               6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21 };
+/* One 64-byte block, unrolled: constant rotations and message indices let
+ * the compiler keep everything in registers (the per-message digest of
+ * every received body runs through here). */
+#define MD5_ROTL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+#define MD5_F(x, y, z) ((z) ^ ((x) & ((y) ^ (z))))
+#define MD5_G(x, y, z) ((y) ^ ((z) & ((x) ^ (y))))
+#define MD5_H(x, y, z) ((x) ^ (y) ^ (z))
+#define MD5_I(x, y, z) ((y) ^ ((x) | ~(z)))
+#define MD5_STEP(f, a, b, c, d, i, g, r) ((a) = (b) + MD5_ROTL((a) + f((b), (c), (d)) + K[i] + w[g], r))
 
 static void md5_block(struct md5 *s, const uint8_t *p)
 {
@@ -68,21 +73,34 @@ static void md5_block(struct md5 *s, const uint8_t *p)
         w[i] = (uint32_t)p[i * 4] | (uint32_t)p[i * 4 + 1] << 8 | (uint32_t)p[i * 4 + 2] << 16 |
                (uint32_t)p[i * 4 + 3] << 24;
     uint32_t a = s->a, b = s->b, c = s->c, d = s->d;
-    for (int i = 0; i < 64; i++) {
-        uint32_t f;
-        int g;
-        if (i < 16) { f = (b & c) | (~b & d); g = i; }
-        else if (i < 32) { f = (d & b) | (~d & c); g = (5 * i + 1) & 15; }
-        else if (i < 48) { f = b ^ c ^ d; g = (3 * i + 5) & 15; }
-        else { f = c ^ (b | ~d); g = (7 * i) & 15; }
-        uint32_t t = d;
-        d = c;
-        c = b;
-        uint32_t x = a + f + K[i] + w[g];
-        b = b + ((x << R[i]) | (x >> (32 - R[i])));
-        a = t;
+    for (int i = 0; i < 16; i += 4) {
+        MD5_STEP(MD5_F, a, b, c, d, i, i, 7);
+        MD5_STEP(MD5_F, d, a, b, c, i + 1, i + 1, 12);
+        MD5_STEP(MD5_F, c, d, a, b, i + 2, i + 2, 17);
+        MD5_STEP(MD5_F, b, c, d, a, i + 3, i + 3, 22);
     }
-    s->a += a; s->b += b; s->c += c; s->d += d;
+    for (int i = 16; i < 32; i += 4) {
+        MD5_STEP(MD5_G, a, b, c, d, i, (5 * i + 1) & 15, 5);
+        MD5_STEP(MD5_G, d, a, b, c, i + 1, (5 * i + 6) & 15, 9);
+        MD5_STEP(MD5_G, c, d, a, b, i + 2, (5 * i + 11) & 15, 14);
+        MD5_STEP(MD5_G, b, c, d, a, i + 3, (5 * i + 16) & 15, 20);
+    }
+    for (int i = 32; i < 48; i += 4) {
+        MD5_STEP(MD5_H, a, b, c, d, i, (3 * i + 5) & 15, 4);
+        MD5_STEP(MD5_H, d, a, b, c, i + 1, (3 * i + 8) & 15, 11);
+        MD5_STEP(MD5_H, c, d, a, b, i + 2, (3 * i + 11) & 15, 16);
+        MD5_STEP(MD5_H, b, c, d, a, i + 3, (3 * i + 14) & 15, 23);
+    }
+    for (int i = 48; i < 64; i += 4) {
+        MD5_STEP(MD5_I, a, b, c, d, i, (7 * i) & 15, 6);
+        MD5_STEP(MD5_I, d, a, b, c, i + 1, (7 * i + 7) & 15, 10);
+        MD5_STEP(MD5_I, c, d, a, b, i + 2, (7 * i + 14) & 15, 15);
+        MD5_STEP(MD5_I, b, c, d, a, i + 3, (7 * i + 21) & 15, 21);
+    }
+    s->a += a;
+    s->b += b;
+    s->c += c;
+    s->d += d;
 }
 
 void px_md5_hex(const void *data, size_t len, char out[33])
