@@ -1,7 +1,9 @@
 /*
  * Pull consumer (see consumer.h): the single PULL_MESSAGE call, the body
  * walker, and the managed consumer with heartbeats, rebalancing, offset
- * storage and one long-polling pull per assigned queue.
+ * storage and one long-polling pull per assigned queue; in orderly mode
+ * also the queue locks (LOCK_BATCH_MQ / UNLOCK_BATCH_MQ on each broker's
+ * master, renewed on a timer and after each rebalance).
  *
  * Every asynchronous operation holds a reference on the consumer, so a
  * consumer freed while answers are still outstanding lives on (inert) until
@@ -155,6 +157,9 @@ struct pq {
     double master_down_until;  /* loop time before which reads go to a slave */
     char addr[CLI_ADDR_MAX];   /* broker the last pull went to (commits follow it) */
     bool pulling, loading, dropped, seen;
+    bool locked, lock_asked;   /* orderly: lock held / asked for at least once */
+    double lock_at;            /* orderly: loop time of the last grant */
+    uint64_t id;               /* tells a re-created queue from its predecessor */
     ev_timer delay;
     rmt_cmd cmd;
     struct pq *next;
@@ -180,9 +185,22 @@ struct cli_consumer {
     struct local_off *local;
     struct cli_msg_view *views;
     int views_cap;
-    ev_timer rebalance_timer, heartbeat_timer, commit_timer, kick_timer;
+    ev_timer rebalance_timer, heartbeat_timer, commit_timer, kick_timer, lock_timer;
+    uint64_t pq_ids;
     int shutdown_pending, shutdown_failed;
 };
+
+static bool orderly(const cli_consumer *cs)
+{
+    return cs->o.orderly && cs->o.model == CLI_CLUSTERING;
+}
+
+/* Orderly: q may be consumed (its last grant is recent enough). */
+static bool lock_fresh(const struct pq *q)
+{
+    cli_consumer *cs = q->cs;
+    return q->locked && ev_now(cli_client_loop(cs->c)) - q->lock_at < cs->o.lock_live_ms / 1000.0;
+}
 
 static int64_t wall_ms(void)
 {
@@ -386,6 +404,7 @@ static int local_persist(cli_consumer *cs)
 
 static void schedule_pull(struct pq *q, int delay_ms);
 static void do_pull(struct pq *q);
+static void drop_queue(cli_consumer *cs, struct pq *q);
 
 static void pull_done(const struct cli_pull_result *r, void *ud)
 {
@@ -436,6 +455,12 @@ static void pull_done(const struct cli_pull_result *r, void *ud)
             schedule_pull(q, cs->o.pull_retry_ms);
             return;
         }
+        if (n > 0 && orderly(cs) && !lock_fresh(q)) {
+            log_warn("consumer %s: lock of %s/%d was not renewed in time; releasing the queue "
+                     "without delivering the pulled batch", cs->group, q->broker, q->queue_id);
+            drop_queue(cs, q);
+            return;
+        }
         if (n > 0) {
             ref(cs);
             int crc = cs->o.on_messages(cs, cs->views, n, cs->o.ud);
@@ -470,6 +495,8 @@ static void do_pull(struct pq *q)
 {
     cli_consumer *cs = q->cs;
     if (q->pulling || q->dropped || cs->stopping || q->next_offset < 0)
+        return;
+    if (orderly(cs) && !lock_fresh(q))
         return;
     const char *addr = read_addr(cs, q->broker, q->master_down_until);
     if (!addr) {
@@ -522,7 +549,10 @@ struct commit_call {
     int queue_id;
     int64_t offset;
     bool shutdown;
+    bool unlock_after;     /* orderly release: unlock the queue once answered */
 };
+
+static int send_unlock(cli_consumer *cs, const char *broker, const int *qids, int n, bool shutdown);
 
 static void commit_done(int status, rmt_cmd *resp, void *ud)
 {
@@ -545,10 +575,13 @@ static void commit_done(int status, rmt_cmd *resp, void *ud)
         if (!ok)
             cs->shutdown_failed++;
     }
+    if (k->unlock_after && !q)
+        send_unlock(cs, k->broker, &k->queue_id, 1, false);
     free(k);
 }
 
-static int commit_one(cli_consumer *cs, const char *broker, int qid, int64_t offset, bool shutdown)
+static int commit_one(cli_consumer *cs, const char *broker, int qid, int64_t offset, bool shutdown,
+                      bool unlock_after)
 {
     struct pq *q = pq_find(cs, broker, qid);
     const char *addr = read_addr(cs, broker, q ? q->master_down_until : 0);
@@ -562,6 +595,7 @@ static int commit_one(cli_consumer *cs, const char *broker, int qid, int64_t off
     k->queue_id = qid;
     k->offset = offset;
     k->shutdown = shutdown;
+    k->unlock_after = unlock_after;
     rmt_cmd req;
     cli_cmd_init(cs->c, &req, RMT_REQ_UPDATE_CONSUMER_OFFSET);
     rmt_cmd_set_ext(&req, "consumerGroup", cs->group);
@@ -590,7 +624,7 @@ static void commit_all(cli_consumer *cs, bool shutdown)
     for (struct pq *q = cs->queues; q; q = q->next) {
         if (q->consumed < 0 || (q->consumed == q->committed && !shutdown))
             continue;
-        int rc = commit_one(cs, q->broker, q->queue_id, q->consumed, shutdown);
+        int rc = commit_one(cs, q->broker, q->queue_id, q->consumed, shutdown, false);
         if (rc) {
             log_warn("consumer %s: cannot commit %s/%d: %s", cs->group, q->broker, q->queue_id,
                      strerror(-rc));
@@ -715,7 +749,7 @@ static void start_queue(cli_consumer *cs, struct pq *q)
 }
 
 /* Drops q: commits its offset, stops pulling; freed now or when its pull
- * returns. */
+ * returns. Orderly: the queue is unlocked once the commit is answered. */
 static void drop_queue(cli_consumer *cs, struct pq *q)
 {
     struct pq **pp = &cs->queues;
@@ -723,12 +757,268 @@ static void drop_queue(cli_consumer *cs, struct pq *q)
         pp = &(*pp)->next;
     *pp = q->next;
     ev_timer_stop(cli_client_loop(cs->c), &q->delay);
-    if (cs->o.model == CLI_CLUSTERING && q->consumed >= 0 && q->consumed != q->committed)
-        commit_one(cs, q->broker, q->queue_id, q->consumed, false);
+    bool commit = cs->o.model == CLI_CLUSTERING && q->consumed >= 0 && q->consumed != q->committed;
+    bool unlock = orderly(cs) && (q->locked || q->lock_asked) && !pq_find(cs, q->broker, q->queue_id);
+    if ((!commit || commit_one(cs, q->broker, q->queue_id, q->consumed, false, unlock)) && unlock)
+        send_unlock(cs, q->broker, &q->queue_id, 1, false);
     log_info("consumer %s: queue %s/%d released", cs->group, q->broker, q->queue_id);
     q->dropped = true;
     if (!q->pulling)
         pq_free(q);
+}
+
+/* Queue locks (orderly mode). Requests go to the master of the queue's
+ * broker; the body names the queues as RocketMQ's MessageQueue objects. */
+static int lock_body(cli_consumer *cs, struct buf *b, const char *broker, const int *qids, int n)
+{
+    int rc = buf_printf(b, "{\"clientId\":");
+    if (!rc) rc = json_buf_str(b, cli_client_id(cs->c));
+    if (!rc) rc = buf_printf(b, ",\"consumerGroup\":");
+    if (!rc) rc = json_buf_str(b, cs->group);
+    if (!rc) rc = buf_printf(b, ",\"mqSet\":[");
+    for (int i = 0; !rc && i < n; i++) {
+        rc = buf_printf(b, "%s{\"brokerName\":", i ? "," : "");
+        if (!rc) rc = json_buf_str(b, broker);
+        if (!rc) rc = buf_printf(b, ",\"queueId\":%d,\"topic\":", qids[i]);
+        if (!rc) rc = json_buf_str(b, cs->topic);
+        if (!rc) rc = buf_append_u8(b, '}');
+    }
+    if (!rc) rc = buf_printf(b, "],\"oneway\":false,\"onlyThisBroker\":false}");
+    return rc;
+}
+
+static void unlock_answer(cli_consumer *cs, int status, rmt_cmd *resp, bool shutdown)
+{
+    if (unref_dead(cs))
+        return;
+    bool ok = status == 0 && resp->code == RMT_RESP_SUCCESS;
+    if (!ok)
+        log_warn("consumer %s: UNLOCK_BATCH_MQ failed: %s", cs->group,
+                 status ? strerror(-status) : (rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "refused"));
+    if (shutdown) {
+        cs->shutdown_pending--;
+        if (!ok)
+            cs->shutdown_failed++;
+    }
+}
+
+static void unlock_done(int status, rmt_cmd *resp, void *ud)
+{
+    unlock_answer(ud, status, resp, false);
+}
+
+static void unlock_done_shutdown(int status, rmt_cmd *resp, void *ud)
+{
+    unlock_answer(ud, status, resp, true);
+}
+
+/* UNLOCK_BATCH_MQ of n queues of broker. Returns 0 once sent or -errno. */
+static int send_unlock(cli_consumer *cs, const char *broker, const int *qids, int n, bool shutdown)
+{
+    const char *addr = master_addr(cs, broker);
+    struct buf b = BUF_INIT;
+    int rc = addr ? lock_body(cs, &b, broker, qids, n) : -EHOSTUNREACH;
+    if (!rc) {
+        rmt_cmd req;
+        cli_cmd_init(cs->c, &req, RMT_REQ_UNLOCK_BATCH_MQ);
+        rmt_cmd_set_body(&req, b.data, (uint32_t)b.len);
+        rc = rmt_client_invoke(cli_client_rmt(cs->c), addr, &req, cli_client_timeout(cs->c),
+                               shutdown ? unlock_done_shutdown : unlock_done, cs);
+        rmt_cmd_destroy(&req);
+    }
+    buf_free(&b);
+    if (rc) {
+        log_warn("consumer %s: cannot unlock %d queue(s) of %s: %s", cs->group, n, broker, strerror(-rc));
+        return rc;
+    }
+    ref(cs);
+    if (shutdown)
+        cs->shutdown_pending++;
+    return 0;
+}
+
+struct lock_call {
+    cli_consumer *cs;
+    char broker[CLI_NAME_MAX];
+    int n;
+    int *qids;
+    uint64_t *ids;         /* pq->id of each queue when asked */
+};
+
+static void lock_call_free(struct lock_call *k)
+{
+    free(k->qids);
+    free(k->ids);
+    free(k);
+}
+
+static bool granted(json_t *set, const char *topic, const char *broker, int qid)
+{
+    size_t i;
+    json_t *mq;
+    json_array_foreach(set, i, mq) {
+        const char *t = json_string_value(json_object_get(mq, "topic"));
+        const char *b = json_string_value(json_object_get(mq, "brokerName"));
+        json_t *q = json_object_get(mq, "queueId");
+        if (t && b && json_is_integer(q) && json_integer_value(q) == qid && strcmp(t, topic) == 0 &&
+            strcmp(b, broker) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Applies a LockBatchResponseBody: granted queues start (or keep) being
+ * consumed; a held queue missing from the answer is released; a grant for a
+ * queue no longer wanted is given back. A queue that was dropped and
+ * assigned again since the request is left to its own request. Unlocks are
+ * never sent for a queue currently in the list, so an unlock cannot undo a
+ * later grant. A failed call changes nothing: the grants age until
+ * lock_live_ms. */
+static void lock_done(int status, rmt_cmd *resp, void *ud)
+{
+    struct lock_call *k = ud;
+    cli_consumer *cs = k->cs;
+    if (unref_dead(cs)) {
+        lock_call_free(k);
+        return;
+    }
+    json_t *root = NULL;
+    char err[160] = "";
+    if (status)
+        snprintf(err, sizeof err, "%s", strerror(-status));
+    else if (resp->code != RMT_RESP_SUCCESS)
+        snprintf(err, sizeof err, "code %d: %s", resp->code, rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "");
+    else
+        root = json_parse_rocketmq((const char *)resp->body, resp->body_len, err, sizeof err);
+    json_t *set = root ? json_object_get(root, "lockOKMQSet") : NULL;
+    if (root && !json_is_array(set))
+        snprintf(err, sizeof err, "body lacks lockOKMQSet");
+    if (err[0]) {
+        log_warn("consumer %s: LOCK_BATCH_MQ to %s failed: %s", cs->group, k->broker, err);
+        json_decref(root);
+        lock_call_free(k);
+        return;
+    }
+    double now = ev_now(cli_client_loop(cs->c));
+    int norphan = 0;
+    for (int i = 0; i < k->n; i++) {
+        struct pq *q = pq_find(cs, k->broker, k->qids[i]);
+        bool same = q && q->id == k->ids[i];
+        if (granted(set, cs->topic, k->broker, k->qids[i])) {
+            if (!q) {
+                k->qids[norphan++] = k->qids[i];
+                continue;
+            }
+            if (!same)
+                continue;
+            if (cs->stopping)
+                continue;
+            if (!q->locked)
+                log_info("consumer %s (%s): queue %s/%d locked", cs->group, cli_client_id(cs->c), q->broker,
+                         q->queue_id);
+            q->locked = true;
+            q->lock_at = now;
+            if (q->next_offset < 0 && !q->loading)
+                start_queue(cs, q);
+            else if (q->next_offset >= 0 && !ev_is_active(&q->delay))
+                do_pull(q);     /* resumes a queue whose grant had aged */
+        } else if (same && q->locked && !cs->stopping) {
+            log_warn("consumer %s (%s): lock of queue %s/%d was not renewed; releasing it", cs->group,
+                     cli_client_id(cs->c), q->broker, q->queue_id);
+            drop_queue(cs, q);
+        }
+    }
+    if (norphan)
+        send_unlock(cs, k->broker, k->qids, norphan, false);
+    json_decref(root);
+    lock_call_free(k);
+}
+
+/* LOCK_BATCH_MQ of every queue of broker this consumer has. */
+static void send_lock(cli_consumer *cs, const char *broker)
+{
+    const char *addr = master_addr(cs, broker);
+    if (!addr) {
+        log_warn("consumer %s: broker %s has no master to lock its queues on", cs->group, broker);
+        return;
+    }
+    int n = 0;
+    for (struct pq *q = cs->queues; q; q = q->next)
+        n += strcmp(q->broker, broker) == 0;
+    struct lock_call *k = calloc(1, sizeof *k);
+    if (k) {
+        k->qids = malloc((size_t)n * sizeof *k->qids);
+        k->ids = malloc((size_t)n * sizeof *k->ids);
+    }
+    if (!k || !k->qids || !k->ids) {
+        if (k)
+            lock_call_free(k);
+        log_error("consumer %s: out of memory locking queues", cs->group);
+        return;
+    }
+    k->cs = cs;
+    snprintf(k->broker, sizeof k->broker, "%s", broker);
+    for (struct pq *q = cs->queues; q; q = q->next)
+        if (strcmp(q->broker, broker) == 0) {
+            k->qids[k->n] = q->queue_id;
+            k->ids[k->n++] = q->id;
+        }
+    struct buf b = BUF_INIT;
+    int rc = lock_body(cs, &b, broker, k->qids, k->n);
+    if (!rc) {
+        rmt_cmd req;
+        cli_cmd_init(cs->c, &req, RMT_REQ_LOCK_BATCH_MQ);
+        rmt_cmd_set_body(&req, b.data, (uint32_t)b.len);
+        rc = rmt_client_invoke(cli_client_rmt(cs->c), addr, &req, cli_client_timeout(cs->c), lock_done, k);
+        rmt_cmd_destroy(&req);
+    }
+    buf_free(&b);
+    if (rc) {
+        log_warn("consumer %s: cannot lock the queues of %s: %s", cs->group, broker, strerror(-rc));
+        lock_call_free(k);
+        return;
+    }
+    ref(cs);
+    for (struct pq *q = cs->queues; q; q = q->next)
+        if (strcmp(q->broker, broker) == 0)
+            q->lock_asked = true;
+}
+
+/* True if an earlier queue of the list has q's broker. */
+static bool broker_seen_before(const cli_consumer *cs, const struct pq *q)
+{
+    for (const struct pq *p = cs->queues; p != q; p = p->next)
+        if (strcmp(p->broker, q->broker) == 0)
+            return true;
+    return false;
+}
+
+/* Orderly: releases queues whose grant went stale, then locks (or renews)
+ * every queue, one request per broker. */
+static void lock_all(cli_consumer *cs)
+{
+    if (!orderly(cs) || cs->stopping)
+        return;
+    struct pq *q = cs->queues;
+    while (q) {
+        struct pq *nx = q->next;
+        if (q->locked && !lock_fresh(q)) {
+            log_warn("consumer %s: lock of %s/%d was not renewed within %d ms; releasing it", cs->group,
+                     q->broker, q->queue_id, cs->o.lock_live_ms);
+            drop_queue(cs, q);
+        }
+        q = nx;
+    }
+    for (q = cs->queues; q; q = q->next)
+        if (!broker_seen_before(cs, q))
+            send_lock(cs, q->broker);
+}
+
+static void lock_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    lock_all(w->data);
 }
 
 static void apply_assignment(cli_consumer *cs, const struct cli_mq *mqs, int n)
@@ -739,7 +1029,7 @@ static void apply_assignment(cli_consumer *cs, const struct cli_mq *mqs, int n)
         struct pq *q = pq_find(cs, mqs[i].broker, mqs[i].queue_id);
         if (q) {
             q->seen = true;
-            if (q->next_offset < 0 && !q->loading)
+            if (q->next_offset < 0 && !q->loading && (!orderly(cs) || lock_fresh(q)))
                 start_queue(cs, q);
             continue;
         }
@@ -754,6 +1044,7 @@ static void apply_assignment(cli_consumer *cs, const struct cli_mq *mqs, int n)
         q->queue_id = mqs[i].queue_id;
         q->next_offset = q->consumed = q->committed = -1;
         q->seen = true;
+        q->id = ++cs->pq_ids;
         rmt_cmd_init(&q->cmd, RMT_REQ_PULL_MESSAGE);
         ev_timer_init(&q->delay, delay_cb, 0., 0.);
         q->delay.data = q;
@@ -761,7 +1052,8 @@ static void apply_assignment(cli_consumer *cs, const struct cli_mq *mqs, int n)
         cs->queues = q;
         log_info("consumer %s (%s): queue %s/%d assigned", cs->group, cli_client_id(cs->c), q->broker,
                  q->queue_id);
-        start_queue(cs, q);
+        if (!orderly(cs))
+            start_queue(cs, q);
     }
     struct pq *q = cs->queues;
     while (q) {
@@ -770,6 +1062,7 @@ static void apply_assignment(cli_consumer *cs, const struct cli_mq *mqs, int n)
             drop_queue(cs, q);
         q = nx;
     }
+    lock_all(cs);
 }
 
 static void rebalance_finish(cli_consumer *cs)
@@ -1061,6 +1354,8 @@ cli_consumer *cli_consumer_new(cli_client *c, const struct cli_consumer_opts *o,
     if (cs->o.heartbeat_ms <= 0) cs->o.heartbeat_ms = 30000;
     if (cs->o.commit_ms <= 0) cs->o.commit_ms = 5000;
     if (cs->o.pull_retry_ms <= 0) cs->o.pull_retry_ms = 1000;
+    if (cs->o.lock_interval_ms <= 0) cs->o.lock_interval_ms = 20000;
+    if (cs->o.lock_live_ms <= 0) cs->o.lock_live_ms = 30000;
     cs->sub_version = wall_ms();
     if (o->model == CLI_BROADCASTING && o->offset_file) {
         cs->offset_file = strdup(o->offset_file);
@@ -1080,7 +1375,10 @@ cli_consumer *cli_consumer_new(cli_client *c, const struct cli_consumer_opts *o,
                   cs->o.heartbeat_ms / 1000.0);
     ev_timer_init(&cs->commit_timer, commit_timer_cb, cs->o.commit_ms / 1000.0, cs->o.commit_ms / 1000.0);
     ev_timer_init(&cs->kick_timer, kick_cb, 0., 0.);
+    ev_timer_init(&cs->lock_timer, lock_timer_cb, cs->o.lock_interval_ms / 1000.0,
+                  cs->o.lock_interval_ms / 1000.0);
     cs->rebalance_timer.data = cs->heartbeat_timer.data = cs->commit_timer.data = cs->kick_timer.data = cs;
+    cs->lock_timer.data = cs;
     cli_client_attach_consumer(c, cs);
     *err = 0;
     return cs;
@@ -1093,6 +1391,8 @@ int cli_consumer_start(cli_consumer *cs)
     if (cs->o.model == CLI_CLUSTERING)
         ev_timer_start(loop, &cs->heartbeat_timer);
     ev_timer_start(loop, &cs->commit_timer);
+    if (orderly(cs))
+        ev_timer_start(loop, &cs->lock_timer);
     rebalance(cs);
     return 0;
 }
@@ -1104,6 +1404,7 @@ static void stop_timers(cli_consumer *cs)
     ev_timer_stop(loop, &cs->heartbeat_timer);
     ev_timer_stop(loop, &cs->commit_timer);
     ev_timer_stop(loop, &cs->kick_timer);
+    ev_timer_stop(loop, &cs->lock_timer);
     for (struct pq *q = cs->queues; q; q = q->next)
         ev_timer_stop(loop, &q->delay);
 }
@@ -1134,6 +1435,33 @@ int cli_consumer_shutdown(cli_consumer *cs, int timeout_ms)
     cs->shutdown_pending = cs->shutdown_failed = 0;
     commit_all(cs, true);
     cs->stopping = true;
+    bool expired = false;
+    ev_timer deadline;
+    ev_timer_init(&deadline, deadline_cb, (timeout_ms > 0 ? timeout_ms : 3000) / 1000.0, 0.);
+    deadline.data = &expired;
+    ev_timer_start(cli_client_loop(cs->c), &deadline);
+    /* Orderly: the queues are unlocked only once their offsets are stored,
+     * so the next owner starts where this one stopped. */
+    if (orderly(cs)) {
+        while (cs->shutdown_pending > 0 && !expired)
+            ev_run(cli_client_loop(cs->c), EVRUN_ONCE);
+        for (struct pq *q = cs->queues; q; q = q->next) {
+            if (broker_seen_before(cs, q))
+                continue;
+            int qids[256], n = 0;
+            for (struct pq *p = q; p; p = p->next)
+                if (strcmp(p->broker, q->broker) == 0) {
+                    qids[n++] = p->queue_id;
+                    if (n == 256) {
+                        if (send_unlock(cs, q->broker, qids, n, true))
+                            cs->shutdown_failed++;
+                        n = 0;
+                    }
+                }
+            if (n && send_unlock(cs, q->broker, qids, n, true))
+                cs->shutdown_failed++;
+        }
+    }
     const struct cli_route *r = cli_route_cached(cs->c, cs->topic);
     if (r && cs->o.model == CLI_CLUSTERING) {
         for (int i = 0; i < r->nbrokers; i++)
@@ -1151,11 +1479,6 @@ int cli_consumer_shutdown(cli_consumer *cs, int timeout_ms)
                 }
             }
     }
-    bool expired = false;
-    ev_timer deadline;
-    ev_timer_init(&deadline, deadline_cb, (timeout_ms > 0 ? timeout_ms : 3000) / 1000.0, 0.);
-    deadline.data = &expired;
-    ev_timer_start(cli_client_loop(cs->c), &deadline);
     while (cs->shutdown_pending > 0 && !expired)
         ev_run(cli_client_loop(cs->c), EVRUN_ONCE);
     ev_timer_stop(cli_client_loop(cs->c), &deadline);

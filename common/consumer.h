@@ -22,6 +22,22 @@
  * at least once: what was processed but not yet committed when a consumer
  * dies is delivered again.
  *
+ * Orderly mode (CLUSTERING with orderly set; RocketMQ's
+ * ConsumeMessageOrderlyService): a queue is consumed only while this client
+ * (its client id is the lock owner) holds the queue's lock on the master of
+ * its broker. Rebalancing assigns a queue; the consumer then LOCK_BATCH_MQs
+ * it and only once granted learns its offset and pulls. Locks are renewed
+ * every lock_interval_ms and after each rebalance; queues not granted are
+ * asked for again then. A queue that is no longer assigned, whose renewal
+ * was refused, or whose last grant is older than lock_live_ms (shorter than
+ * the broker's rebalanceLockMaxLiveTime) stops being consumed: the pulled
+ * but undelivered batch is discarded, the offset of what was delivered is
+ * committed and, once the commit is answered, the queue is unlocked
+ * (UNLOCK_BATCH_MQ). Shutdown commits, waits for the answers, then unlocks.
+ * A queue's batches are always delivered one after the other (one pull per
+ * queue, on_messages runs to completion before the next pull), so messages
+ * of a queue reach the application in queue order.
+ *
  * Ownership: cli_consumer_new allocates, cli_consumer_free releases (after
  * cli_consumer_shutdown for a clean stop). Free consumers before the client.
  */
@@ -121,6 +137,9 @@ struct cli_consumer_opts {
     int heartbeat_ms;              /* 0 = 30000 */
     int commit_ms;                 /* 0 = 5000 */
     int pull_retry_ms;             /* after an error or a refused batch; 0 = 1000 */
+    bool orderly;                  /* clustering only: lock queues on the broker (see above) */
+    int lock_interval_ms;          /* orderly: renewal period; 0 = 20000 (rebalanceLockInterval) */
+    int lock_live_ms;              /* orderly: a grant older than this is lost; 0 = 30000 */
     cli_consume_fn on_messages;
     void *ud;
 };
