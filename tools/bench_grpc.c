@@ -128,7 +128,7 @@ struct gcl {
     char group[256];
     int nbrokers;
     char brokers[MAX_BROKERS][128];
-    uint8_t arena[ARENA_SIZE];
+    _Alignas(16) uint8_t arena[ARENA_SIZE]; /* 16-aligned: unpacked messages live here */
     size_t arena_used;
     ProtobufCAllocator alloc;
     uint64_t seq;
