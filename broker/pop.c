@@ -31,12 +31,12 @@
 #include "log.h"
 #include "pop_state.h"
 #include "pull.h"
+#include "wake_ring.h"
 
 #define POP_MAX_NUMS 32
 #define ORDER_REVIVE_QID 999
 #define RETRY_FIRST_EVERY 5      /* every 5th pop looks at the retry topic first (RocketMQ: 20 %) */
 #define NBUCKETS 1024
-#define RING 1024
 #define MAX_HELD 65536
 #define REVIVE_INTERVAL 0.1
 #define REVIVE_RETRY_MS 1000
@@ -116,10 +116,7 @@ struct pop_ctx {
     struct held *held;
     unsigned nheld;
     atomic_int waiters[NBUCKETS];
-    pthread_mutex_t mu;
-    uint64_t ring[RING];
-    unsigned ring_n;
-    bool ring_overflow;
+    struct wake_ring ring;
     ev_async wake;
     /* revive */
     ev_timer revive;
@@ -179,7 +176,7 @@ struct pop_ctx *pop_new(struct broker *b)
     }
     for (int i = 0; i < NBUCKETS; i++)
         atomic_init(&p->waiters[i], 0);
-    pthread_mutex_init(&p->mu, NULL);
+    wr_init(&p->ring);
     pthread_mutex_init(&p->rmu, NULL);
     ev_async_init(&p->wake, on_wake);
     p->wake.data = p;
@@ -664,31 +661,16 @@ void pop_dispatch_hook(const char *topic, int queue_id, int64_t queue_offset, in
     uint64_t h = thash(topic);
     if (atomic_load_explicit(&p->waiters[h % NBUCKETS], memory_order_seq_cst) == 0)
         return;
-    pthread_mutex_lock(&p->mu);
-    bool dup = false;
-    for (unsigned i = 0; i < p->ring_n && !dup; i++)
-        dup = p->ring[i] == h;
-    if (!dup) {
-        if (p->ring_n < RING)
-            p->ring[p->ring_n++] = h;
-        else
-            p->ring_overflow = true;
-    }
-    pthread_mutex_unlock(&p->mu);
+    wr_push(&p->ring, h);
     ev_async_send(p->b->loop, &p->wake);
 }
 
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
     struct pop_ctx *p = w->data;
-    uint64_t hs[RING];
-    pthread_mutex_lock(&p->mu);
-    unsigned n = p->ring_n;
-    bool overflow = p->ring_overflow;
-    memcpy(hs, p->ring, n * sizeof hs[0]);
-    p->ring_n = 0;
-    p->ring_overflow = false;
-    pthread_mutex_unlock(&p->mu);
+    uint64_t hs[WR_CAP];
+    bool overflow;
+    unsigned n = wr_drain(&p->ring, hs, &overflow);
     if (p->b->stopping || !p->nheld)
         return;
     recheck(p, hs, n, overflow);
@@ -1418,7 +1400,7 @@ void pop_free(struct pop_ctx *p)
     for (size_t i = 0; i < p->nhold_chunks; i++)
         free(p->hold_chunks[i]);
     free(p->hold_chunks);
-    pthread_mutex_destroy(&p->mu);
+    wr_destroy(&p->ring);
     pthread_mutex_destroy(&p->rmu);
     buf_free(&p->body);
     buf_free(&p->sinfo);

@@ -17,6 +17,7 @@
 #include "broker.h"
 #include "client_manager.h"
 #include "log.h"
+#include "wake_ring.h"
 
 #define PULL_FLAG_COMMIT_OFFSET 0x1
 #define PULL_FLAG_SUSPEND 0x2
@@ -24,7 +25,6 @@
 #define PULL_FLAG_CLASS_FILTER 0x8
 
 #define NBUCKETS 1024
-#define RING 1024
 #define HOLD_CHUNK 64
 
 struct pq {
@@ -59,10 +59,7 @@ struct pull_ctx {
     atomic_int waiters[NBUCKETS];
     unsigned nheld;
     ev_async wake;
-    pthread_mutex_t mu;
-    uint64_t ring[RING];
-    unsigned ring_n;
-    bool ring_overflow;
+    struct wake_ring ring;
     struct held *free_held;
     struct hold_ctx *free_hold;
     void **chunks;           /* every pool chunk, freed by pull_free */
@@ -101,7 +98,7 @@ struct pull_ctx *pull_new(struct broker *b)
     }
     for (int i = 0; i < NBUCKETS; i++)
         atomic_init(&p->waiters[i], 0);
-    pthread_mutex_init(&p->mu, NULL);
+    wr_init(&p->ring);
     ev_async_init(&p->wake, on_wake);
     p->wake.data = p;
     ev_async_start(b->loop, &p->wake);
@@ -119,17 +116,7 @@ void pull_dispatch_hook(const char *topic, int queue_id, int64_t queue_offset, i
     uint64_t h = qhash(topic, queue_id);
     if (atomic_load_explicit(&p->waiters[h % NBUCKETS], memory_order_seq_cst) == 0)
         return;
-    pthread_mutex_lock(&p->mu);
-    bool dup = false;
-    for (unsigned i = 0; i < p->ring_n && !dup; i++)
-        dup = p->ring[i] == h;
-    if (!dup) {
-        if (p->ring_n < RING)
-            p->ring[p->ring_n++] = h;
-        else
-            p->ring_overflow = true;
-    }
-    pthread_mutex_unlock(&p->mu);
+    wr_push(&p->ring, h);
     ev_async_send(p->b->loop, &p->wake);
 }
 
@@ -385,14 +372,9 @@ static void recheck_bucket(struct pull_ctx *p, unsigned bk, uint64_t hash, bool 
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
     struct pull_ctx *p = w->data;
-    uint64_t hashes[RING];
-    pthread_mutex_lock(&p->mu);
-    unsigned n = p->ring_n;
-    bool overflow = p->ring_overflow;
-    memcpy(hashes, p->ring, n * sizeof hashes[0]);
-    p->ring_n = 0;
-    p->ring_overflow = false;
-    pthread_mutex_unlock(&p->mu);
+    uint64_t hashes[WR_CAP];
+    bool overflow;
+    unsigned n = wr_drain(&p->ring, hashes, &overflow);
     if (p->b->stopping)
         return;
     if (overflow) {
@@ -434,7 +416,7 @@ void pull_free(struct pull_ctx *p)
         return;
     pull_answer_all(p);
     ev_async_stop(p->b->loop, &p->wake);
-    pthread_mutex_destroy(&p->mu);
+    wr_destroy(&p->ring);
     free(p->views);
     free(p->iov);
     for (size_t i = 0; i < p->nchunks; i++)
