@@ -157,3 +157,29 @@ long long th_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+bool th_ns_start(struct th_daemon *d, const char *const *extra)
+{
+    char *dir = th_tmpdir();
+    snprintf(d->dir, sizeof d->dir, "%s", dir);
+    free(dir);
+    d->port = th_free_port();
+    snprintf(d->addr, sizeof d->addr, "127.0.0.1:%d", d->port);
+    snprintf(d->log, sizeof d->log, "%s/ns.log", d->dir);
+    char port_set[64];
+    snprintf(port_set, sizeof port_set, "listenPort=%d", d->port);
+    char *argv[6 + 2 * TH_NS_MAX_EXTRA];
+    int n = 0;
+    argv[n++] = (char *)th_bin("NAMESRV_BIN");
+    argv[n++] = "--set";
+    argv[n++] = port_set;
+    argv[n++] = "--set";
+    argv[n++] = "bindAddress=127.0.0.1";
+    for (int i = 0; i < TH_NS_MAX_EXTRA && extra && extra[i]; i++) {
+        argv[n++] = "--set";
+        argv[n++] = (char *)extra[i];
+    }
+    argv[n] = NULL;
+    d->pid = th_spawn(argv, d->log);
+    return th_wait_port(d->port, 5000);
+}

@@ -34,4 +34,21 @@ bool th_file_contains(const char *path, const char *needle);
 /* Monotonic milliseconds. */
 long long th_now_ms(void);
 
+/* A daemon a test runs: pid, client port (and HA port for brokers that
+ * replicate, else 0), "127.0.0.1:<port>", data directory and log file. The
+ * test owns the struct; th_rmtree(dir) removes what the daemon left. */
+struct th_daemon {
+    pid_t pid;
+    int port, ha_port;
+    char addr[64];
+    char dir[64];
+    char log[128];
+};
+
+/* Starts a nameserver on a free loopback port in a fresh directory, logging
+ * to <dir>/ns.log; extra: NULL-terminated key=value list (NULL: none, at
+ * most TH_NS_MAX_EXTRA) passed as --set. Returns whether it listens within 5 s. */
+#define TH_NS_MAX_EXTRA 4
+bool th_ns_start(struct th_daemon *d, const char *const *extra);
+
 #endif

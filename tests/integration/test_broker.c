@@ -17,45 +17,17 @@
 #include "message.h"
 #include "remoting.h"
 
-struct daemon {
-    pid_t pid;
-    int port;
-    char addr[64];
-    char dir[64];
-    char log[128];
-};
-
 #define MAX_EXTRA 12
 
-static void ns_start(struct daemon *d, const char *extra)
+static void ns_start(struct th_daemon *d, const char *extra)
 {
-    char *dir = th_tmpdir();
-    snprintf(d->dir, sizeof d->dir, "%s", dir);
-    free(dir);
-    d->port = th_free_port();
-    snprintf(d->addr, sizeof d->addr, "127.0.0.1:%d", d->port);
-    snprintf(d->log, sizeof d->log, "%s/ns.log", d->dir);
-    char port_set[64];
-    snprintf(port_set, sizeof port_set, "listenPort=%d", d->port);
-    char *argv[10];
-    int n = 0;
-    argv[n++] = (char *)th_bin("NAMESRV_BIN");
-    argv[n++] = "--set";
-    argv[n++] = port_set;
-    argv[n++] = "--set";
-    argv[n++] = "bindAddress=127.0.0.1";
-    if (extra) {
-        argv[n++] = "--set";
-        argv[n++] = (char *)extra;
-    }
-    argv[n] = NULL;
-    d->pid = th_spawn(argv, d->log);
-    ck_assert_msg(th_wait_port(d->port, 5000), "nameserver did not start listening");
+    const char *const ex[] = { extra, NULL };
+    ck_assert_msg(th_ns_start(d, ex), "nameserver did not start listening");
 }
 
 /* Starts a broker. With d->dir already set (a restart) the same directory and
  * port are used. extra: NULL-terminated list of key=value. */
-static void br_start(struct daemon *d, const char *ns_addr, const char *const *extra)
+static void br_start(struct th_daemon *d, const char *ns_addr, const char *const *extra)
 {
     if (!d->dir[0]) {
         char *dir = th_tmpdir();
@@ -93,7 +65,7 @@ static void br_start(struct daemon *d, const char *ns_addr, const char *const *e
 
 /* Stops a daemon gracefully; it must exit 0 (a sanitizer finding or a
  * failed shutdown fails the test and keeps the directory with its log). */
-static void d_finish(struct daemon *d)
+static void d_finish(struct th_daemon *d)
 {
     if (d->pid > 0) {
         int status = th_stop(d->pid, 10000);
@@ -397,7 +369,7 @@ static int route_code(rmt_client *cl, const char *ns, const char *topic, char *b
 
 START_TEST(send_pull_10k_with_tags_and_keys)
 {
-    struct daemon ns = { 0 }, br = { 0 };
+    struct th_daemon ns = { 0 }, br = { 0 };
     ns_start(&ns, NULL);
     const char *extra[] = { "registerNameServerPeriod=500", NULL };
     br_start(&br, ns.addr, extra);
@@ -551,7 +523,7 @@ static void run_for(struct ev_loop *loop, int ms, bool *until)
 
 START_TEST(long_polling_wakes_on_send)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     br_start(&br, NULL, NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     rmt_client *cl = new_client(loop);
@@ -619,7 +591,7 @@ static int query_offset(rmt_client *cl, const char *addr, int qid, int64_t *off)
 
 START_TEST(offsets_survive_restart_and_kill)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     const char *extra[] = { "flushConsumerOffsetInterval=100", NULL };
     br_start(&br, NULL, extra);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -658,7 +630,7 @@ END_TEST
 
 START_TEST(auto_create_permissions_and_size)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     const char *extra[] = { "autoCreateTopicEnable=false", "maxMessageSize=1024", NULL };
     br_start(&br, NULL, extra);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -733,7 +705,7 @@ END_TEST
 
 START_TEST(garbage_frames_do_not_hurt)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     const char *extra[] = { "maxFrameSize=8388608", NULL };
     br_start(&br, NULL, extra);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -763,7 +735,7 @@ END_TEST
 
 START_TEST(sync_flush_kill9_loses_no_acked_message)
 {
-    struct daemon ns = { 0 }, br = { 0 };
+    struct th_daemon ns = { 0 }, br = { 0 };
     ns_start(&ns, "brokerChannelExpiredTime=1000");
     const char *extra[] = { "flushDiskType=SYNC_FLUSH", "registerNameServerPeriod=300", NULL };
     br_start(&br, ns.addr, extra);
@@ -853,7 +825,7 @@ static int consumer_list(rmt_client *cl, const char *addr, char *body, size_t bl
 
 START_TEST(consumer_heartbeats_and_expiry)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     const char *extra[] = { "channelNotActiveInterval=1000", NULL };
     br_start(&br, NULL, extra);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -905,7 +877,7 @@ END_TEST
 
 START_TEST(admin_refused_outside_allow_list)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     const char *extra[] = { "adminAllowList=10.9.9.9", NULL };
     br_start(&br, NULL, extra);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -935,7 +907,7 @@ END_TEST
 
 START_TEST(send_back_goes_through_delay_to_retry_and_dlq)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     const char *levels[] = { "messageDelayLevel=1s 1s 1s 1s", NULL };
     br_start(&br, NULL, levels);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -1013,7 +985,7 @@ END_TEST
 
 START_TEST(batch_send_unique_key_and_offset_admin)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     br_start(&br, NULL, NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     rmt_client *cl = new_client(loop);

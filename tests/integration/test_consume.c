@@ -24,32 +24,14 @@
 #include "producer.h"
 #include "remoting.h"
 
-struct daemon {
-    pid_t pid;
-    int port;
-    char addr[64];
-    char dir[64];
-    char log[128];
-};
-
-static void ns_start(struct daemon *d, const char *extra)
+static void ns_start(struct th_daemon *d, const char *extra)
 {
-    char *dir = th_tmpdir();
-    snprintf(d->dir, sizeof d->dir, "%s", dir);
-    free(dir);
-    d->port = th_free_port();
-    snprintf(d->addr, sizeof d->addr, "127.0.0.1:%d", d->port);
-    snprintf(d->log, sizeof d->log, "%s/ns.log", d->dir);
-    char port_set[64];
-    snprintf(port_set, sizeof port_set, "listenPort=%d", d->port);
-    char *argv[] = { (char *)th_bin("NAMESRV_BIN"), "--set", port_set, "--set", "bindAddress=127.0.0.1",
-                     "--set", "scanNotActiveBrokerInterval=200", extra ? "--set" : NULL, (char *)extra, NULL };
-    d->pid = th_spawn(argv, d->log);
-    ck_assert_msg(th_wait_port(d->port, 5000), "nameserver did not start listening");
+    const char *const ex[] = { "scanNotActiveBrokerInterval=200", extra, NULL };
+    ck_assert_msg(th_ns_start(d, ex), "nameserver did not start listening");
 }
 
 /* Starts (or, with d->dir set, restarts) a broker; extra: NULL-terminated key=value list. */
-static void br_start(struct daemon *d, const char *ns_addr, const char *const *extra)
+static void br_start(struct th_daemon *d, const char *ns_addr, const char *const *extra)
 {
     if (!d->dir[0]) {
         char *dir = th_tmpdir();
@@ -87,7 +69,7 @@ static void br_start(struct daemon *d, const char *ns_addr, const char *const *e
 }
 
 /* Graceful stop; the daemon must exit 0 (sanitizer findings fail the test). */
-static void d_stop(struct daemon *d)
+static void d_stop(struct th_daemon *d)
 {
     if (d->pid > 0) {
         int status = th_stop(d->pid, 10000);
@@ -97,7 +79,7 @@ static void d_stop(struct daemon *d)
     }
 }
 
-static void d_finish(struct daemon *d)
+static void d_finish(struct th_daemon *d)
 {
     d_stop(d);
     th_rmtree(d->dir);
@@ -362,7 +344,7 @@ static int split_unique(int upto)
 
 START_TEST(clustering_split_and_handover)
 {
-    struct daemon ns = { 0 }, br = { 0 };
+    struct th_daemon ns = { 0 }, br = { 0 };
     ns_start(&ns, NULL);
     br_start(&br, ns.addr, NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -522,7 +504,7 @@ static int route_code(rmt_client *cl, const char *ns, const char *topic)
 
 START_TEST(stalled_broker_evicted_after_channel_timeout)
 {
-    struct daemon ns = { 0 }, br = { 0 };
+    struct th_daemon ns = { 0 }, br = { 0 };
     ns_start(&ns, "brokerChannelExpiredTime=1500");
     br_start(&br, ns.addr, NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -555,7 +537,7 @@ END_TEST
 
 START_TEST(delay_levels_on_time_and_across_restart)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     const char *extra[] = { "messageDelayLevel=1s 2s", NULL };
     br_start(&br, NULL, extra);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -641,7 +623,7 @@ END_TEST
 
 START_TEST(timer_messages_survive_broker_kill9)
 {
-    struct daemon br = { 0 };
+    struct th_daemon br = { 0 };
     const char *extra[] = { "timerPrecisionMs=100", NULL };
     br_start(&br, NULL, extra);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -739,7 +721,7 @@ static void send_back(rmt_client *cl, const char *addr, int64_t phys, const char
 
 START_TEST(failing_message_reaches_dlq_after_retry_max_times)
 {
-    struct daemon ns = { 0 }, br = { 0 };
+    struct th_daemon ns = { 0 }, br = { 0 };
     ns_start(&ns, NULL);
     const char *extra[] = { "messageDelayLevel=1s 1s 1s 1s 1s 1s 1s 1s", NULL };
     br_start(&br, ns.addr, extra);

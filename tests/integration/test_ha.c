@@ -26,32 +26,14 @@
 
 #define SEG_SIZE 67108864LL
 
-struct daemon {
-    pid_t pid;
-    int port, ha_port;
-    char addr[64];
-    char dir[64];
-    char log[128];
-};
-
-static void ns_start(struct daemon *d)
+static void ns_start(struct th_daemon *d)
 {
-    char *dir = th_tmpdir();
-    snprintf(d->dir, sizeof d->dir, "%s", dir);
-    free(dir);
-    d->port = th_free_port();
-    snprintf(d->addr, sizeof d->addr, "127.0.0.1:%d", d->port);
-    snprintf(d->log, sizeof d->log, "%s/ns.log", d->dir);
-    char port_set[64];
-    snprintf(port_set, sizeof port_set, "listenPort=%d", d->port);
-    char *argv[] = { (char *)th_bin("NAMESRV_BIN"), "--set", port_set, "--set", "bindAddress=127.0.0.1", NULL };
-    d->pid = th_spawn(argv, d->log);
-    ck_assert_msg(th_wait_port(d->port, 5000), "nameserver did not start listening");
+    ck_assert_msg(th_ns_start(d, NULL), "nameserver did not start listening");
 }
 
 /* Starts a broker of brokerName "ha-a". With d->dir set (a restart) the
  * same directory and ports are used. extra: NULL-terminated key=value list. */
-static void br_start(struct daemon *d, const char *ns_addr, const char *const *extra)
+static void br_start(struct th_daemon *d, const char *ns_addr, const char *const *extra)
 {
     if (!d->dir[0]) {
         char *dir = th_tmpdir();
@@ -92,7 +74,7 @@ static void br_start(struct daemon *d, const char *ns_addr, const char *const *e
 }
 
 /* Graceful stop that must exit 0; keeps the directory. */
-static void d_stop(struct daemon *d)
+static void d_stop(struct th_daemon *d)
 {
     if (d->pid > 0) {
         int status = th_stop(d->pid, 15000);
@@ -102,7 +84,7 @@ static void d_stop(struct daemon *d)
     }
 }
 
-static void d_finish(struct daemon *d)
+static void d_finish(struct th_daemon *d)
 {
     d_stop(d);
     th_rmtree(d->dir);
@@ -361,7 +343,7 @@ static void assert_same_log(const char *a, const char *b, long long len)
     }
 }
 
-static void start_pair(struct daemon *ns, struct daemon *m, struct daemon *s, const char *role,
+static void start_pair(struct th_daemon *ns, struct th_daemon *m, struct th_daemon *s, const char *role,
                        const char *flush, const char *sync_timeout)
 {
     if (ns)
@@ -378,7 +360,7 @@ static void start_pair(struct daemon *ns, struct daemon *m, struct daemon *s, co
 
 START_TEST(replication_100k_byte_identical)
 {
-    struct daemon m = { 0 }, s = { 0 };
+    struct th_daemon m = { 0 }, s = { 0 };
     start_pair(NULL, &m, &s, "brokerRole=SYNC_MASTER", "flushDiskType=ASYNC_FLUSH", "syncSlaveTimeout=5000");
     struct ev_loop *loop = ev_loop_new(0);
     rmt_client *cl = new_client(loop);
@@ -488,7 +470,7 @@ static bool all_seen(const struct pipe *p, const struct cons *c, int *missing)
 
 START_TEST(master_kill9_failover_and_return)
 {
-    struct daemon ns = { 0 }, m = { 0 }, s = { 0 };
+    struct th_daemon ns = { 0 }, m = { 0 }, s = { 0 };
     start_pair(&ns, &m, &s, "brokerRole=SYNC_MASTER", "flushDiskType=SYNC_FLUSH", "syncSlaveTimeout=3000");
     struct ev_loop *loop = ev_loop_new(0);
     rmt_client *cl = new_client(loop);
@@ -651,7 +633,7 @@ END_TEST
 
 START_TEST(slave_kill9_no_false_ack_then_catch_up)
 {
-    struct daemon m = { 0 }, s = { 0 };
+    struct th_daemon m = { 0 }, s = { 0 };
     start_pair(NULL, &m, &s, "brokerRole=SYNC_MASTER", "flushDiskType=ASYNC_FLUSH", "syncSlaveTimeout=1000");
     struct ev_loop *loop = ev_loop_new(0);
     rmt_client *cl = new_client(loop);
@@ -714,7 +696,7 @@ END_TEST
 
 START_TEST(divergent_slave_truncates)
 {
-    struct daemon x = { 0 }, m = { 0 };
+    struct th_daemon x = { 0 }, m = { 0 };
     struct ev_loop *loop = ev_loop_new(0);
     rmt_client *cl = new_client(loop);
     /* x: a master on its own with a longer history. */
@@ -761,7 +743,7 @@ static void stop_victim(struct pipe *p)
 
 START_TEST(stalled_slave_partition)
 {
-    struct daemon m = { 0 }, s = { 0 };
+    struct th_daemon m = { 0 }, s = { 0 };
     start_pair(NULL, &m, &s, "brokerRole=SYNC_MASTER", "flushDiskType=ASYNC_FLUSH", "syncSlaveTimeout=1000");
     struct ev_loop *loop = ev_loop_new(0);
     rmt_client *cl = new_client(loop);
@@ -855,7 +837,7 @@ static int pull_count(rmt_client *cl, const char *addr, const char *topic, int q
  * refused; the runtime info reports the wheel. */
 START_TEST(timer_message_on_master_slave_pair)
 {
-    struct daemon ns = { 0 }, m = { 0 }, s = { 0 };
+    struct th_daemon ns = { 0 }, m = { 0 }, s = { 0 };
     start_pair(&ns, &m, &s, "brokerRole=SYNC_MASTER", "flushDiskType=ASYNC_FLUSH", "timerPrecisionMs=100");
     struct ev_loop *loop = ev_loop_new(0);
     rmt_client *cl = new_client(loop);

@@ -15,45 +15,13 @@
 #include "log.h"
 #include "remoting.h"
 
-struct ns_proc_handle {
-    pid_t pid;
-    int port;
-    char addr[64];
-    char dir[64];
-    char log[128];
-};
-
-static void ns_start(struct ns_proc_handle *h, const char *extra1, const char *extra2)
+static void ns_start(struct th_daemon *h, const char *extra1, const char *extra2)
 {
-    char *dir = th_tmpdir();
-    snprintf(h->dir, sizeof h->dir, "%s", dir);
-    free(dir);
-    h->port = th_free_port();
-    snprintf(h->addr, sizeof h->addr, "127.0.0.1:%d", h->port);
-    snprintf(h->log, sizeof h->log, "%s/ns.log", h->dir);
-    char port_set[64];
-    snprintf(port_set, sizeof port_set, "listenPort=%d", h->port);
-    char *argv[12];
-    int n = 0;
-    argv[n++] = (char *)th_bin("NAMESRV_BIN");
-    argv[n++] = "--set";
-    argv[n++] = port_set;
-    argv[n++] = "--set";
-    argv[n++] = "bindAddress=127.0.0.1";
-    if (extra1) {
-        argv[n++] = "--set";
-        argv[n++] = (char *)extra1;
-    }
-    if (extra2) {
-        argv[n++] = "--set";
-        argv[n++] = (char *)extra2;
-    }
-    argv[n] = NULL;
-    h->pid = th_spawn(argv, h->log);
-    ck_assert_msg(th_wait_port(h->port, 5000), "nameserver did not start listening");
+    const char *const ex[] = { extra1, extra2, NULL };
+    ck_assert_msg(th_ns_start(h, ex), "nameserver did not start listening");
 }
 
-static void ns_finish(struct ns_proc_handle *h)
+static void ns_finish(struct th_daemon *h)
 {
     th_stop(h->pid, 3000);
     th_rmtree(h->dir);
@@ -115,7 +83,7 @@ static rmt_client *new_client(struct ev_loop *loop)
 
 START_TEST(register_query_unregister)
 {
-    struct ns_proc_handle h;
+    struct th_daemon h;
     ns_start(&h, NULL, NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     rmt_client *cl = new_client(loop);
@@ -167,7 +135,7 @@ END_TEST
 
 START_TEST(eviction_after_timeout)
 {
-    struct ns_proc_handle h;
+    struct th_daemon h;
     ns_start(&h, "brokerChannelExpiredTime=1000", "scanNotActiveBrokerInterval=200");
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     rmt_client *cl = new_client(loop);
@@ -195,7 +163,7 @@ END_TEST
 
 START_TEST(eviction_on_connection_close)
 {
-    struct ns_proc_handle h;
+    struct th_daemon h;
     ns_start(&h, NULL, NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     rmt_client *broker = new_client(loop);
@@ -221,7 +189,7 @@ END_TEST
 
 START_TEST(garbage_does_not_disturb_others)
 {
-    struct ns_proc_handle h;
+    struct th_daemon h;
     ns_start(&h, "maxFrameSize=65536", NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     rmt_client *cl = new_client(loop);
@@ -256,7 +224,7 @@ END_TEST
 
 START_TEST(two_nameservers_side_by_side)
 {
-    struct ns_proc_handle a, b;
+    struct th_daemon a, b;
     ns_start(&a, NULL, NULL);
     ns_start(&b, NULL, NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -278,7 +246,7 @@ END_TEST
 
 START_TEST(admin_requests_need_allow_list)
 {
-    struct ns_proc_handle h;
+    struct th_daemon h;
     ns_start(&h, "adminAllowList=10.1.2.3", NULL);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     rmt_client *cl = new_client(loop);
@@ -318,7 +286,7 @@ END_TEST
 
 START_TEST(sigterm_exits_zero)
 {
-    struct ns_proc_handle h;
+    struct th_daemon h;
     ns_start(&h, NULL, NULL);
     int status = th_stop(h.pid, 3000);
     ck_assert(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);

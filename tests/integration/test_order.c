@@ -35,31 +35,13 @@
 #include "producer.h"
 #include "remoting.h"
 
-struct daemon {
-    pid_t pid;
-    int port;
-    char addr[64];
-    char dir[64];
-    char log[128];
-};
-
-static void ns_start(struct daemon *d)
+static void ns_start(struct th_daemon *d)
 {
-    char *dir = th_tmpdir();
-    snprintf(d->dir, sizeof d->dir, "%s", dir);
-    free(dir);
-    d->port = th_free_port();
-    snprintf(d->addr, sizeof d->addr, "127.0.0.1:%d", d->port);
-    snprintf(d->log, sizeof d->log, "%s/ns.log", d->dir);
-    char port_set[64];
-    snprintf(port_set, sizeof port_set, "listenPort=%d", d->port);
-    char *argv[] = { (char *)th_bin("NAMESRV_BIN"), "--set", port_set, "--set", "bindAddress=127.0.0.1",
-                     "--set", "scanNotActiveBrokerInterval=200", NULL };
-    d->pid = th_spawn(argv, d->log);
-    ck_assert_msg(th_wait_port(d->port, 5000), "nameserver did not start listening");
+    const char *const ex[] = { "scanNotActiveBrokerInterval=200", NULL };
+    ck_assert_msg(th_ns_start(d, ex), "nameserver did not start listening");
 }
 
-static void br_start(struct daemon *d, const char *ns_addr)
+static void br_start(struct th_daemon *d, const char *ns_addr)
 {
     char *dir = th_tmpdir();
     snprintf(d->dir, sizeof d->dir, "%s", dir);
@@ -92,7 +74,7 @@ static void br_start(struct daemon *d, const char *ns_addr)
 }
 
 /* Graceful stop; the daemon must exit 0 (sanitizer findings fail the test). */
-static void d_finish(struct daemon *d)
+static void d_finish(struct th_daemon *d)
 {
     int status = th_stop(d->pid, 10000);
     ck_assert_msg(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -332,7 +314,7 @@ static int overlaps(char *what, size_t len)
 START_TEST(ordered_consumption_stays_ordered_across_rebalance)
 {
     bool orderly = !getenv("ORDER_UNLOCKED");
-    struct daemon ns = { 0 }, br = { 0 };
+    struct th_daemon ns = { 0 }, br = { 0 };
     ns_start(&ns);
     br_start(&br, ns.addr);
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
