@@ -26,20 +26,7 @@ if [ ! -f "$here/node_modules/rocketmq-client-nodejs/package.json" ]; then
     (cd "$here" && npm install --no-audit --no-fund) || fail "npm install failed"
 fi
 
-free_port() {
-    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();});'
-}
-
-wait_port() {
-    node -e '
-const net = require("net");
-const port = Number(process.argv[1]), end = Date.now() + 15000;
-(function attempt() {
-  const s = net.connect(port, "127.0.0.1");
-  s.on("connect", () => { s.end(); process.exit(0); });
-  s.on("error", () => { if (Date.now() > end) process.exit(1); setTimeout(attempt, 100); });
-})();' "$1"
-}
+. "$here/../lib.sh"
 
 work=$(mktemp -d /tmp/rmq-v5-XXXXXX)
 ns_pid=
@@ -47,15 +34,7 @@ broker_pid=
 proxy_pid=
 status=1
 cleanup() {
-    for pid in $proxy_pid $broker_pid $ns_pid; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in $proxy_pid $broker_pid $ns_pid; do
-        i=0
-        while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids $proxy_pid $broker_pid $ns_pid
     if [ "$status" -ne 0 ]; then
         for f in "$work"/namesrv.log "$work"/broker.log "$work"/proxy.log; do
             [ -f "$f" ] && { echo "---- last lines of $f"; tail -n ${V5_LOG_LINES:-40} "$f"; } >&2
