@@ -17,6 +17,10 @@
 
 #include "log.h"
 
+/* DefaultMQProducer's defaultTopicQueueNums: how many queues a topic created
+ * through TBW102 gets, sent in the header and used for the fallback queues. */
+#define DEFAULT_TOPIC_QUEUE_NUMS 4
+
 struct send_ctx {
     cli_producer *p;                 /* NULL once the producer is gone */
     struct send_ctx *next, *prev;    /* in-flight list, or free list (next only) */
@@ -26,6 +30,7 @@ struct send_ctx {
     char topic[CLI_NAME_MAX];
     int32_t flag;
     bool batch, oneway, ordered, cmd_ready;
+    bool via_default;                /* this attempt goes through TBW102's route */
     char shard_key[CLI_NAME_MAX];
     int attempts, max_attempts;
     int64_t born_ts;
@@ -133,7 +138,7 @@ static struct send_ctx *ctx_get(cli_producer *p)
     x->res.code = -1;
     x->res.queue_id = -1;
     x->p = p;
-    x->batch = x->oneway = x->ordered = x->cmd_ready = false;
+    x->batch = x->oneway = x->ordered = x->cmd_ready = x->via_default = false;
     x->attempts = 0;
     x->cb = NULL;
     x->ud = NULL;
@@ -227,8 +232,8 @@ int cli_send_header_build(rmt_cmd *cmd, const struct cli_send_header *h)
     const char *const *k = h->v1 ? v1n : v2n;
     int rc = rmt_cmd_set_ext(cmd, k[0], h->group);
     if (!rc) rc = rmt_cmd_set_ext(cmd, k[1], h->topic);
-    if (!rc) rc = rmt_cmd_set_ext(cmd, k[2], "TBW102");
-    if (!rc) rc = rmt_cmd_set_ext_int(cmd, k[3], 4);
+    if (!rc) rc = rmt_cmd_set_ext(cmd, k[2], CLI_DEFAULT_TOPIC);
+    if (!rc) rc = rmt_cmd_set_ext_int(cmd, k[3], DEFAULT_TOPIC_QUEUE_NUMS);
     if (!rc) rc = rmt_cmd_set_ext_int(cmd, k[4], h->queue_id);
     if (!rc) rc = rmt_cmd_set_ext_int(cmd, k[5], h->sys_flag);
     if (!rc) rc = rmt_cmd_set_ext_int(cmd, k[6], h->born_ts);
@@ -300,6 +305,8 @@ static void send_resp_cb(int status, rmt_cmd *resp, void *ud)
                 memcpy(r->offset_msg_id, mid, n);
                 r->offset_msg_id[n] = 0;
                 r->errmsg[0] = 0;
+                if (x->via_default)
+                    cli_route_invalidate(x->p->c, x->topic);
                 finish(x);
                 return;
             }
@@ -359,6 +366,44 @@ static void send_to(struct send_ctx *x, const struct cli_route *route, const str
         send_resp_cb(rc, NULL, x);
 }
 
+/* The route of TBW102, asked for after the nameserver said the topic does
+ * not exist: like DefaultMQProducerImpl, send to the brokers that would
+ * create the topic on first send. r->errmsg holds the original error, kept
+ * when there is no such broker. */
+static void default_route_ready(int status, const struct cli_route *def, const char *msg, void *ud)
+{
+    (void)msg;
+    struct send_ctx *x = ud;
+    if (!x->p) {
+        ctx_destroy(x);
+        return;
+    }
+    struct cli_send_result *r = &x->res;
+    struct cli_mq mq;
+    int rc = -ENOENT;
+    if (status == 0 && x->ordered) {
+        int64_t h = msg_java_hash(x->shard_key, strlen(x->shard_key));
+        rc = cli_route_default_queue(def, DEFAULT_TOPIC_QUEUE_NUMS, (uint32_t)(h < 0 ? -h : h), &mq);
+    } else if (status == 0) {
+        int total = cli_route_default_count(def, DEFAULT_TOPIC_QUEUE_NUMS);
+        for (int i = 0; i < total; i++) {
+            rc = cli_route_default_queue(def, DEFAULT_TOPIC_QUEUE_NUMS, x->p->rr++, &mq);
+            if (rc || !x->attempts || strcmp(mq.broker, r->broker) != 0)
+                break;
+        }
+    }
+    if (rc) {
+        r->err = status == -ECANCELED ? -ECANCELED : -ENOENT;
+        if (x->oneway)
+            log_warn("producer: oneway send dropped: %s", r->errmsg);
+        finish(x);
+        return;
+    }
+    r->err = 0;
+    x->via_default = true;
+    send_to(x, def, &mq);
+}
+
 static void route_ready(int status, const struct cli_route *route, const char *msg, void *ud)
 {
     struct send_ctx *x = ud;
@@ -370,6 +415,9 @@ static void route_ready(int status, const struct cli_route *route, const char *m
     if (status) {
         r->err = status;
         snprintf(r->errmsg, sizeof r->errmsg, "%s", msg ? msg : strerror(-status));
+        if (status == -ENOENT && strcmp(x->topic, CLI_DEFAULT_TOPIC) != 0 &&
+            cli_route_get(x->p->c, CLI_DEFAULT_TOPIC, default_route_ready, x) == 0)
+            return;
         if (x->oneway)
             log_warn("producer: oneway send dropped: %s", r->errmsg);
         finish(x);
@@ -390,6 +438,7 @@ static void route_ready(int status, const struct cli_route *route, const char *m
 static void attempt(struct send_ctx *x)
 {
     cli_client *c = x->p->c;
+    x->via_default = false;
     const struct cli_route *route = cli_route_cached(c, x->topic);
     if (route) {
         route_ready(0, route, NULL, x);

@@ -225,6 +225,44 @@ int cli_route_select_hash(const struct cli_route *r, const char *key, size_t key
     return 0;
 }
 
+static int default_queues_of(const struct cli_route *def, const struct cli_queue_data *d,
+                             int queue_nums, const char **bn)
+{
+    *bn = broker_name_ptr(def, d->broker);
+    if (!*bn || !(d->perm & CLI_PERM_WRITE) || !cli_route_addr(def, *bn, CLI_MASTER_ID))
+        return 0;
+    int n = d->write_queues < queue_nums ? d->write_queues : queue_nums;
+    return n > 0 ? n : 0;
+}
+
+int cli_route_default_count(const struct cli_route *def, int queue_nums)
+{
+    int total = 0;
+    const char *bn;
+    for (int q = 0; q < def->nqd; q++)
+        total += default_queues_of(def, &def->qd[q], queue_nums, &bn);
+    return total;
+}
+
+int cli_route_default_queue(const struct cli_route *def, int queue_nums, uint32_t index,
+                            struct cli_mq *out)
+{
+    int total = cli_route_default_count(def, queue_nums);
+    if (total == 0)
+        return -ENOENT;
+    uint32_t i = index % (uint32_t)total;
+    for (int q = 0; q < def->nqd; q++) {
+        const char *bn;
+        uint32_t n = (uint32_t)default_queues_of(def, &def->qd[q], queue_nums, &bn);
+        if (i < n) {
+            *out = (struct cli_mq){ bn, (int)i };
+            return 0;
+        }
+        i -= n;
+    }
+    return -ENOENT;
+}
+
 int cli_allocate_averagely(int nmq, int ncid, int index, int *start)
 {
     *start = 0;

@@ -86,6 +86,18 @@ int cli_route_select_rr(const struct cli_route *r, uint32_t *counter, const char
 int cli_route_select_hash(const struct cli_route *r, const char *key, size_t keylen,
                           struct cli_mq *out);
 
+/* Send queues of a topic the nameserver does not know yet, through the
+ * default topic TBW102 (brokers with autoCreateTopicEnable register it): over
+ * def, the route of TBW102, the writable brokers that have a master address,
+ * in broker name order, with queue ids 0..min(queue_nums, writeQueueNums)-1.
+ * cli_route_default_count gives how many such queues there are;
+ * cli_route_default_queue the one at index (0..count-1, taken modulo count).
+ * The broker pointer of *out points into def. Returns 0 or -ENOENT (none). */
+#define CLI_DEFAULT_TOPIC "TBW102"
+int cli_route_default_count(const struct cli_route *def, int queue_nums);
+int cli_route_default_queue(const struct cli_route *def, int queue_nums, uint32_t index,
+                            struct cli_mq *out);
+
 /* AllocateMessageQueueAveragely: of nmq queues (sorted), the consumer at
  * position `index` of ncid sorted client ids gets the queues start ..
  * start+count-1 (modulo nmq). Returns count (0 when there are more consumers

@@ -20,6 +20,7 @@
 
 static char g_dir[64], g_outdir[64], g_ns[64], g_broker[64], g_out[128];
 static pid_t g_ns_pid, g_broker_pid;
+static const char *g_auto_create = "autoCreateTopicEnable=true";
 
 #define MAX_ARGS 32
 
@@ -131,7 +132,8 @@ static void start_cluster(void)
     snprintf(p4, sizeof p4, "storePathRootDir=%s/store", g_dir);
     char *bargv[] = { (char *)th_bin("BROKER_BIN"), "--set", p2, "--set", p3, "--set", p4,
                       "--set", "brokerIP1=127.0.0.1", "--set", "bindAddress=127.0.0.1",
-                      "--set", "brokerClusterName=TestCluster", "--set", "brokerName=broker-a", NULL };
+                      "--set", "brokerClusterName=TestCluster", "--set", "brokerName=broker-a",
+                      "--set", (char *)g_auto_create, NULL };
     g_broker_pid = th_spawn(bargv, log);
     ck_assert_msg(th_wait_port(bport, 10000), "broker did not start");
 }
@@ -341,6 +343,41 @@ START_TEST(admin_against_cluster)
 }
 END_TEST
 
+/* A send to a topic the nameserver does not know goes through TBW102 and
+ * the broker creates the topic, which then has its own route. */
+START_TEST(send_auto_creates_topic)
+{
+    char *out;
+    ck_assert_msg(wait_output("broker-a", 10000, "clusterList", NULL, NULL), "broker never registered");
+    ck_assert_int_eq(admin(&out, "topicRoute", "-t", "AutoNewTopic", NULL), 1);
+    ck_assert_int_eq(admin(&out, "sendMessage", "-t", "AutoNewTopic", "-p", "first", NULL), 0);
+    ck_assert_msg(wait_output("broker-a", 5000, "topicRoute", "-t", "AutoNewTopic"),
+                  "auto-created topic has no route");
+    ck_assert_int_eq(admin(&out, "topicRoute", "-t", "AutoNewTopic", "--json", NULL), 0);
+    json_t *j = json_of(out);
+    json_t *q = json_array_get(json_object_get(j, "queues"), 0);
+    ck_assert_int_eq(jint(q, "WriteQueues"), 4);
+    json_decref(j);
+    ck_assert_int_eq(admin(&out, "sendMessage", "-t", "AutoNewTopic", "-p", "second", NULL), 0);
+}
+END_TEST
+
+static void start_cluster_no_auto(void)
+{
+    g_auto_create = "autoCreateTopicEnable=false";
+    start_cluster();
+}
+
+START_TEST(send_without_auto_create_fails)
+{
+    char *out;
+    ck_assert_msg(wait_output("broker-a", 10000, "clusterList", NULL, NULL), "broker never registered");
+    ck_assert_int_eq(admin(&out, "sendMessage", "-t", "AutoNewTopic", "-p", "x", NULL), 1);
+    ck_assert_msg(strstr(out, "'AutoNewTopic' does not exist") != NULL, "no clear error: %s", out);
+    ck_assert_int_eq(admin(&out, "topicRoute", "-t", "AutoNewTopic", NULL), 1);
+}
+END_TEST
+
 START_TEST(bench_smoke)
 {
     char *out;
@@ -392,7 +429,13 @@ int main(void)
     tcase_add_unchecked_fixture(tc, start_cluster, stop_cluster);
     tcase_add_test(tc, admin_against_cluster);
     tcase_add_test(tc, bench_smoke);
+    tcase_add_test(tc, send_auto_creates_topic);
     suite_add_tcase(s, tc);
+    TCase *noauto = tcase_create("no-auto-create");
+    tcase_set_timeout(noauto, 60);
+    tcase_add_unchecked_fixture(noauto, start_cluster_no_auto, stop_cluster);
+    tcase_add_test(noauto, send_without_auto_create_fails);
+    suite_add_tcase(s, noauto);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);
