@@ -170,6 +170,11 @@ static inline void px_copy(char *dst, size_t cap, const char *src)
 
 /* Validates names like RocketMQ's TopicValidator / group rules. */
 bool px_valid_name(const char *s, size_t max);
+/* Checks a consumer request's group and topic; on a bad one answers the call
+ * with ILLEGAL_CONSUMER_GROUP / ILLEGAL_TOPIC (response type d) and returns false. */
+bool px_check_group_topic(struct px_grpc_call *call, const ProtobufCMessageDescriptor *d,
+                          const Apache__Rocketmq__V2__Resource *group,
+                          const Apache__Rocketmq__V2__Resource *topic);
 
 /* Prepares a broker request with the proxy's serialization and language. */
 void px_cmd_reset(struct px *px, rmt_cmd *cmd, int32_t code);

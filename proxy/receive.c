@@ -453,14 +453,8 @@ static void ack_message(struct px *px, struct px_grpc_call *call, const uint8_t 
         px_reply_status(call, d, PXC(BAD_REQUEST), "cannot decode AckMessageRequest");
         return;
     }
-    if (!req->group || !px_valid_name(req->group->name, CLI_NAME_MAX - 1)) {
-        px_reply_status(call, d, PXC(ILLEGAL_CONSUMER_GROUP), "illegal consumer group");
+    if (!px_check_group_topic(call, d, req->group, req->topic))
         return;
-    }
-    if (!req->topic || !px_valid_name(req->topic->name, CLI_NAME_MAX - 1)) {
-        px_reply_status(call, d, PXC(ILLEGAL_TOPIC), "illegal topic name");
-        return;
-    }
     if (req->n_entries == 0 || req->n_entries > 1024) {
         px_reply_status(call, d, PXC(BAD_REQUEST), "an ack carries 1 to 1024 entries");
         return;
@@ -600,14 +594,8 @@ static void change_invisible(struct px *px, struct px_grpc_call *call, const uin
         px_reply_status(call, d, PXC(BAD_REQUEST), "cannot decode ChangeInvisibleDurationRequest");
         return;
     }
-    if (!req->group || !px_valid_name(req->group->name, CLI_NAME_MAX - 1)) {
-        px_reply_status(call, d, PXC(ILLEGAL_CONSUMER_GROUP), "illegal consumer group");
+    if (!px_check_group_topic(call, d, req->group, req->topic))
         return;
-    }
-    if (!req->topic || !px_valid_name(req->topic->name, CLI_NAME_MAX - 1)) {
-        px_reply_status(call, d, PXC(ILLEGAL_TOPIC), "illegal topic name");
-        return;
-    }
     struct px_handle h;
     if (!req->receipt_handle || px_handle_decode(req->receipt_handle, strlen(req->receipt_handle), &h)) {
         px_reply_status(call, d, PXC(INVALID_RECEIPT_HANDLE), "receipt handle is malformed");
@@ -730,14 +718,8 @@ static void forward_dlq(struct px *px, struct px_grpc_call *call, const uint8_t 
         px_reply_status(call, d, PXC(BAD_REQUEST), "cannot decode ForwardMessageToDeadLetterQueueRequest");
         return;
     }
-    if (!req->group || !px_valid_name(req->group->name, CLI_NAME_MAX - 1)) {
-        px_reply_status(call, d, PXC(ILLEGAL_CONSUMER_GROUP), "illegal consumer group");
+    if (!px_check_group_topic(call, d, req->group, req->topic))
         return;
-    }
-    if (!req->topic || !px_valid_name(req->topic->name, CLI_NAME_MAX - 1)) {
-        px_reply_status(call, d, PXC(ILLEGAL_TOPIC), "illegal topic name");
-        return;
-    }
     struct px_handle h;
     if (!req->receipt_handle || px_handle_decode(req->receipt_handle, strlen(req->receipt_handle), &h)) {
         px_reply_status(call, d, PXC(INVALID_RECEIPT_HANDLE), "receipt handle is malformed");

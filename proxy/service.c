@@ -249,6 +249,21 @@ bool px_valid_name(const char *s, size_t max)
     return n > 0 && n <= max;
 }
 
+bool px_check_group_topic(struct px_grpc_call *call, const ProtobufCMessageDescriptor *d,
+                          const Apache__Rocketmq__V2__Resource *group,
+                          const Apache__Rocketmq__V2__Resource *topic)
+{
+    if (!group || !px_valid_name(group->name, CLI_NAME_MAX - 1)) {
+        px_reply_status(call, d, PXC(ILLEGAL_CONSUMER_GROUP), "illegal consumer group");
+        return false;
+    }
+    if (!topic || !px_valid_name(topic->name, CLI_NAME_MAX - 1)) {
+        px_reply_status(call, d, PXC(ILLEGAL_TOPIC), "illegal topic name");
+        return false;
+    }
+    return true;
+}
+
 void px_cmd_reset(struct px *px, rmt_cmd *cmd, int32_t code)
 {
     cli_cmd_reset(px->cli, cmd, code);
