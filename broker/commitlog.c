@@ -16,13 +16,19 @@
  * an idle broker look gigabytes big. Instead the thread follows the
  * committed offset: it read-populates a sliding window just ahead of the
  * writer (nothing is dirtied or written twice, and the writer's stores hit
- * resident pages), and it drops pages that are flushed and further behind
- * the writer than a trail from the mapping with MADV_DONTNEED. Dropped
- * pages stay in the page cache, so a consumer reading them again takes a
- * minor fault, never a disk read; pages are not evicted (MADV_PAGEOUT would
- * turn those reads into disk reads, MADV_COLD changes nothing the process
- * sees). Every few seconds the trail pass restarts at the oldest segment so
- * pages faulted in by readers of old data are dropped as well. The writer
+ * resident pages), and it drops pages further behind the writer than a
+ * trail from the mapping with MADV_DONTNEED, flushed or not: unmapping a
+ * dirty page of a shared file mapping moves its dirty bit to the page
+ * cache, and the flush (msync, which syncs the file range, not the page
+ * table) still writes it. Without that a burst faster than the flush
+ * interval would keep everything it wrote resident. Pages the dispatcher
+ * has not read yet stay (up to a bound), or it would fault them straight
+ * back in. Dropped pages stay in
+ * the page cache, so a consumer reading them again takes a minor fault,
+ * never a disk read; pages are not evicted (MADV_PAGEOUT would turn those
+ * reads into disk reads, MADV_COLD changes nothing the process sees).
+ * Every second the trail pass restarts at the oldest segment so pages
+ * faulted in by readers of old data are dropped as well. The writer
  * never waits for the thread and makes no system call for it; the thread
  * polls the committed offset, every millisecond while it moves.
  *
@@ -45,9 +51,10 @@
 
 #define SVC_BUSY_MS 1     /* poll interval while the log moves */
 #define SVC_IDLE_MS 50    /* longest poll interval when idle */
-#define SVC_SWEEP_MS 10000 /* restart the release pass at the oldest segment */
+#define SVC_SWEEP_MS 1000 /* restart the release pass at the oldest segment */
 #define PF_STEP (1 << 20) /* prefault step between looks at the writer */
 #define RELEASE_MIN (2 << 20) /* release in pieces of at least this */
+#define READER_LAG_MAX (64 << 20) /* pages the dispatcher has yet to read stay mapped up to this */
 #define RECOVER_RELEASE (16 << 20) /* recovery scan releases what it read in such steps */
 
 struct commitlog {
@@ -73,6 +80,7 @@ struct commitlog {
     size_t trail;           /* bytes kept mapped behind it (0: never release) */
     int64_t pf_pos;         /* service thread: prefaulted up to here */
     int64_t rel_pos;        /* service thread: released below here */
+    int64_t reader_mark;    /* atomic: the dispatcher has read below here */
     int pf_warned, rel_warned; /* service thread: a failure was logged */
 };
 
@@ -163,14 +171,15 @@ static void prefault_ahead(struct commitlog *cl)
     }
 }
 
-/* Drops flushed pages more than the trail behind the writer from the
- * mapping, from rel_pos on. */
+/* Drops pages more than the trail behind the writer from the mapping,
+ * from rel_pos on (dirty ones stay dirty in the page cache). */
 static void release_behind(struct commitlog *cl)
 {
-    int64_t end = cl_max_offset(cl), fl = cl_flushed_offset(cl);
+    int64_t end = cl_max_offset(cl);
     int64_t limit = end - (int64_t)cl->trail;
-    if (limit > fl)
-        limit = fl;
+    int64_t mark = __atomic_load_n(&cl->reader_mark, __ATOMIC_ACQUIRE);
+    if (mark < limit && mark > end - READER_LAG_MAX)
+        limit = mark; /* it would fault them straight back in */
     limit &= ~(int64_t)(PAGE - 1);
     int64_t min = cl_min_offset(cl);
     if (cl->rel_pos < min)
@@ -269,6 +278,11 @@ static void want_segment(struct commitlog *cl, int64_t from)
     }
     cl->al_want = from;
     pthread_cond_broadcast(&cl->al_cv);
+}
+
+void cl_set_reader_mark(struct commitlog *cl, int64_t off)
+{
+    __atomic_store_n(&cl->reader_mark, off, __ATOMIC_RELEASE);
 }
 
 int cl_start_allocator(struct commitlog *cl, size_t prefault, size_t trail)

@@ -31,15 +31,18 @@ int cl_recover(struct commitlog *cl, int abnormal, int64_t cp_ts, int64_t *scan_
 
 /* Starts the segment service thread (after cl_recover). It creates the
  * next segment ahead of the writer, keeps the `prefault` bytes after the
- * write position faulted in (0: no prefault), and drops pages that are
- * flushed and more than `trail` bytes behind the write position from the
- * process's mapping (0: never), so what the log keeps mapped is a bounded
+ * write position faulted in (0: no prefault), and drops pages more than
+ * `trail` bytes behind the write position from the process's mapping,
+ * flushed or not (0: never), so what the log keeps mapped is a bounded
  * window around the write position whatever the segment size. The thread
  * polls the write position (every millisecond while it moves, backing off
  * to 50 ms when idle): puts make no system call for it. Without the thread
  * segments are created on demand and nothing is prefaulted or released.
  * Returns 0 or -errno (logged; the log still works). cl_close stops it. */
 int cl_start_allocator(struct commitlog *cl, size_t prefault, size_t trail);
+/* Tells the service thread how far the dispatcher has read: pages above
+ * stay mapped (up to 64 MiB behind the writer) for it to read. */
+void cl_set_reader_mark(struct commitlog *cl, int64_t off);
 /* Stops the allocator and deletes a prepared segment nobody used. */
 void cl_stop_allocator(struct commitlog *cl);
 

@@ -21,7 +21,10 @@ struct cq {
     int64_t min_off;    /* atomic, entries */
     int64_t max_off;    /* atomic, entries */
     struct mfile *cur;  /* dispatch thread: last segment (own reference) */
+    size_t keep;        /* atomic: bytes kept mapped behind the end (0: all) */
 };
+
+#define RELEASE_STEP (256 << 10) /* the writer drops pages behind it at this pace */
 
 int cq_open(const char *root, const char *topic, int qid, uint32_t entries_per_file, struct cq **out)
 {
@@ -207,9 +210,15 @@ static int write_entry(struct cq *q, int64_t qoff, int64_t phy, int32_t size, in
         struct mfile *nf = mfq_append_new(&q->q, from);
         if (!nf)
             return -errno;
+        if (q->cur && __atomic_load_n(&q->keep, __ATOMIC_RELAXED))
+            mf_release(q->cur, 0, (int64_t)q->file_size);
         mf_unref(q->cur);
         q->cur = nf;
     }
+    int64_t pos = byte - q->cur->from;
+    size_t keep = __atomic_load_n(&q->keep, __ATOMIC_RELAXED);
+    if (keep && pos % RELEASE_STEP + CQ_UNIT > RELEASE_STEP)
+        mf_release(q->cur, 0, pos - (int64_t)keep);
     uint8_t *e = q->cur->base + (byte - q->cur->from);
     wr_u64be(e, (uint64_t)phy);
     wr_u32be(e + 8, (uint32_t)size);
@@ -300,4 +309,24 @@ int cq_flush(struct cq *q, int least_pages)
         mf_unref(f);
     }
     return rc;
+}
+
+void cq_set_mapped_keep(struct cq *q, size_t keep) { __atomic_store_n(&q->keep, keep, __ATOMIC_RELAXED); }
+
+void cq_release_cold(struct cq *q)
+{
+    size_t keep = __atomic_load_n(&q->keep, __ATOMIC_RELAXED);
+    if (!keep)
+        return;
+    int64_t limit = cq_max_offset(q) * CQ_UNIT - (int64_t)keep;
+    for (size_t i = 0;; i++) {
+        struct mfile *f = mfq_at(&q->q, i);
+        if (!f)
+            return;
+        int done = f->from + (int64_t)f->size >= limit;
+        mf_release(f, 0, limit - f->from);
+        mf_unref(f);
+        if (done)
+            return;
+    }
 }

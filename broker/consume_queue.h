@@ -54,5 +54,12 @@ int cq_entry(struct cq *q, int64_t qoff, int64_t *phy, int32_t *size, int64_t *t
 
 /* Flushes if at least least_pages are dirty (0: always). Returns 0/-errno. */
 int cq_flush(struct cq *q, int least_pages);
+/* Residency: with keep > 0 the writer drops pages more than keep bytes
+ * behind the last entry from this process's mapping as it goes (every
+ * 256 KiB, and a whole segment when it rolls); mf_release keeps them in
+ * the page cache, dirty or not. 0 (the default) keeps everything mapped. */
+void cq_set_mapped_keep(struct cq *q, size_t keep);
+/* Drops pages readers faulted in behind the kept tail again. Any thread. */
+void cq_release_cold(struct cq *q);
 
 #endif

@@ -12,7 +12,8 @@
  * waiters whose flush takes longer than syncFlushTimeout.
  *
  * The housekeeping thread flushes consume queues and the index, writes the
- * checkpoint, samples TPS and runs the retention / disk-usage pass.
+ * checkpoint, drops their pages behind the writers from the mapping,
+ * samples TPS and runs the retention / disk-usage pass.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include "store_int.h"
 
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define LOGICS_SWEEP_MS 10000 /* consume queues: drop what readers faulted in */
 
 static void deadline_ts(struct timespec *ts, int ms)
 {
@@ -252,10 +254,32 @@ int flush_logics(struct store *s, int thorough)
     return checkpoint_write(s);
 }
 
+/* Drops consume-queue pages readers faulted in behind the kept tails (the
+ * writers drop their own as they go) and index pages (hash slots are
+ * written all over a file, so there is no "behind"), so what the queues and
+ * the index keep mapped stays bounded however long they grow or however far
+ * back a reader went. Off when the commitlog keeps everything mapped. */
+static void release_logics(struct store *s, int sweep)
+{
+    if (s->cfg.commitlog_mapped_trail_bytes == 0)
+        return;
+    if (sweep) {
+        pthread_rwlock_rdlock(&s->qlock);
+        for (size_t i = 0; i < s->qcap; i++)
+            for (struct qent *q = s->qtab[i]; q; q = q->next)
+                if (q->cq)
+                    cq_release_cold(q->cq);
+        pthread_rwlock_unlock(&s->qlock);
+    }
+    if (s->idx)
+        idx_release(s->idx);
+}
+
 static void *svc_main(void *arg)
 {
     struct store *s = arg;
     int64_t last_cq = store_mono_ms(), last_thorough = last_cq, last_clean = last_cq;
+    int64_t last_sweep = 0;
     int tick = s->cfg.flush_interval_cq_ms < 1000 ? s->cfg.flush_interval_cq_ms : 1000;
     if (tick < 10)
         tick = 10;
@@ -276,6 +300,10 @@ static void *svc_main(void *arg)
             last_cq = now;
             if (thorough)
                 last_thorough = now;
+            int sweep = now - last_sweep >= LOGICS_SWEEP_MS;
+            release_logics(s, sweep);
+            if (sweep)
+                last_sweep = now;
         }
         if (now - s->tps_last_ms >= 1000) {
             uint64_t c = LD(s->put_count);

@@ -399,6 +399,21 @@ int idx_flush(struct idx_service *s, int64_t *ts)
     return rc;
 }
 
+void idx_release(struct idx_service *s)
+{
+    for (size_t i = 0;; i++) {
+        pthread_mutex_lock(&s->lock);
+        struct idx_file *f = i < s->n ? s->v[i] : NULL;
+        if (f)
+            mf_ref(f->mf);
+        pthread_mutex_unlock(&s->lock);
+        if (!f)
+            return;
+        mf_release(f->mf, 4096, (int64_t)f->mf->size);
+        mf_unref(f->mf);
+    }
+}
+
 int idx_delete_below(struct idx_service *s, int64_t min_phy)
 {
     int n = 0;

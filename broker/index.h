@@ -39,6 +39,11 @@ size_t idx_query(struct idx_service *s, const char *key, size_t klen, int64_t be
 
 /* Flushes the files; *ts receives the store time of the newest flushed entry. */
 int idx_flush(struct idx_service *s, int64_t *ts);
+/* Drops every page but the header's of every file from this process's
+ * mapping (mf_release: they stay in the page cache, dirty or not). Hash
+ * slots are written all over a file, so nothing short of the whole file
+ * is "behind" the writer; what it touches again faults back cheaply. */
+void idx_release(struct idx_service *s);
 /* Deletes files (never the newest) whose entries all lie below min_phy. */
 int idx_delete_below(struct idx_service *s, int64_t min_phy);
 /* End physical offset of the newest file (0 if none). */

@@ -242,6 +242,8 @@ static struct qent *qacquire(struct store *s, const char *topic, size_t len, int
         if (rc < 0) {
             log_error("store: cannot create consume queue %s/%d: %s", q->topic, qid, strerror(-rc));
             q = NULL;
+        } else {
+            cq_set_mapped_keep(q->cq, store_cq_keep(s));
         }
     }
     pthread_rwlock_unlock(&s->qlock);
@@ -341,8 +343,10 @@ static long dispatch_available(struct store *s)
             ST(s->reput, mn);
             continue;
         }
-        if (rc < 0)
+        if (rc < 0) {
+            cl_set_reader_mark(s->cl, reput); /* all read */
             break;
+        }
         size_t pos = 0;
         for (;;) {
             struct msg_record r;
@@ -369,6 +373,7 @@ static long dispatch_available(struct store *s)
             break;
         }
         int64_t after = LD(s->reput);
+        cl_set_reader_mark(s->cl, after);
         mf_unref(seg);
         if (after == reput)
             break;
@@ -462,6 +467,7 @@ static int load_queues(struct store *s, int64_t log_end, int abnormal)
                 break;
             }
             rc = cq_recover(q->cq, log_end, abnormal);
+            cq_set_mapped_keep(q->cq, store_cq_keep(s));
         }
         closedir(qd);
     }
@@ -997,11 +1003,42 @@ enum store_put_status store_put_wait(struct store *s, const struct store_msg *m,
     return st;
 }
 
+/* Page-cache folios reach 2 MiB (with a large readahead window ext4 and
+ * xfs build them that big), and a fault on any page of a folio maps all of
+ * it, so what a read faulted in is only known to whole folios. */
+#define FOLIO_MAX (2 << 20)
+
 void store_hold_release(struct store_hold *h)
 {
-    for (int i = 0; i < h->n; i++)
-        mf_unref(h->seg[i]);
+    for (int i = 0; i < h->n; i++) {
+        struct mfile *f = h->seg[i];
+        /* out to whole folios: the neighbours the faults mapped with the
+         * span are just as cold */
+        if (h->cold_hi > h->cold_lo)
+            mf_release(f, (h->cold_lo - f->from) & ~(int64_t)(FOLIO_MAX - 1),
+                       (h->cold_hi - f->from + FOLIO_MAX - 1) & ~(int64_t)(FOLIO_MAX - 1));
+        mf_unref(f);
+    }
     h->n = 0;
+    h->cold_lo = h->cold_hi = 0;
+}
+
+/* Notes [off, off + len) in the hold's cold span when it lies more than
+ * the mapped trail behind the writer. */
+static void hold_note(struct store *s, struct store_hold *h, int64_t off, int64_t len)
+{
+    uint64_t trail = s->cfg.commitlog_mapped_trail_bytes;
+    if (trail == 0 || off + len > cl_max_offset(s->cl) - (int64_t)trail)
+        return;
+    if (h->cold_hi <= h->cold_lo) {
+        h->cold_lo = off;
+        h->cold_hi = off + len;
+        return;
+    }
+    if (off < h->cold_lo)
+        h->cold_lo = off;
+    if (off + len > h->cold_hi)
+        h->cold_hi = off + len;
 }
 
 /* Adds seg to the hold (taking over the caller's reference). Returns 0, or
@@ -1106,6 +1143,7 @@ enum store_get_status store_get(struct store *s, const struct store_get_req *req
                 }
                 if (hold_add(&res->hold, seg) < 0)
                     break;
+                hold_note(s, &res->hold, phy, size);
                 struct store_view *v = &req->views[res->count++];
                 v->data = p;
                 v->len = (uint32_t)size;
@@ -1145,6 +1183,7 @@ enum store_lookup_status store_lookup(struct store *s, int64_t phys, struct stor
     }
     if (hold_add(h, seg) < 0)
         return STORE_LOOKUP_NOT_FOUND;
+    hold_note(s, h, phys, d);
     v->data = p;
     v->len = (uint32_t)d;
     v->phys_offset = phys;
@@ -1502,7 +1541,9 @@ ssize_t store_read_raw(struct store *s, int64_t off, size_t n, const uint8_t **p
         return 0;
     if (hold_add(h, seg) < 0)
         return -ENOSPC;
-    return (ssize_t)(avail < n ? avail : n);
+    size_t got = avail < n ? avail : n;
+    hold_note(s, h, off, (int64_t)got);
+    return (ssize_t)got;
 }
 
 ssize_t store_append_raw(struct store *s, int64_t off, const uint8_t *data, size_t len)

@@ -51,8 +51,9 @@ struct store_config {
     /* Not RocketMQ settings: how much of the log the process keeps mapped.
      * Bytes ahead of the write position kept faulted in so puts hit
      * resident pages (8 MiB; 0: none), and bytes behind it kept mapped for
-     * readers of recent messages; older flushed pages are dropped from the
-     * mapping but stay in the page cache (8 MiB; 0: never drop). */
+     * readers of recent messages; older pages (flushed or not) are dropped
+     * from the mapping but stay in the page cache (8 MiB; 0: never drop,
+     * which also keeps consume-queue and index pages mapped). */
     uint64_t commitlog_prefault_bytes;
     uint64_t commitlog_mapped_trail_bytes;
     uint32_t cq_entries_per_file;          /* mapedFileSizeConsumeQueue/20 (300000) */
@@ -174,13 +175,18 @@ enum store_put_status store_flush_wait_blocking(struct store *s, int64_t end_off
 /* Put + (in SYNC_FLUSH mode) blocking wait: the classic synchronous put. */
 enum store_put_status store_put_wait(struct store *s, const struct store_msg *m, struct store_put_result *r);
 
-/* Keeps commitlog segments mapped while views into them are in use. */
+/* Keeps commitlog segments mapped while views into them are in use. Reads
+ * further behind the writer than the mapped trail note their span, and the
+ * release drops those pages from the mapping again (they stay in the page
+ * cache), so a consumer catching up on old messages does not leave the
+ * broker's resident set as big as what it read. */
 #define STORE_HOLD_MAX 8
 struct store_hold {
     void *seg[STORE_HOLD_MAX];
     int n;
+    int64_t cold_lo, cold_hi; /* log span read behind the trail (empty: lo == hi) */
 };
-#define STORE_HOLD_INIT { { 0 }, 0 }
+#define STORE_HOLD_INIT { { 0 }, 0, 0, 0 }
 void store_hold_release(struct store_hold *h);
 
 /* A view of one stored record, straight into the mapped log. */

@@ -93,6 +93,12 @@ void flush_stop(struct store *s);
 void flush_expire_waiters(struct store *s);
 /* Flushes consume queues and index, then writes the checkpoint. */
 int flush_logics(struct store *s, int thorough);
+/* Consume-queue bytes kept mapped behind each queue's end (0 when the
+ * commitlog keeps everything mapped: residency off). */
+static inline size_t store_cq_keep(const struct store *s)
+{
+    return s->cfg.commitlog_mapped_trail_bytes ? (size_t)64 << 10 : 0;
+}
 int checkpoint_write(struct store *s);
 
 /* store.c, used by the housekeeping thread */

@@ -15,7 +15,10 @@
  * the newest entry and a count; chains are walked newest first.
  *
  * One thread does everything (link, deliver, checkpoint), so the wheel and
- * the log need no locks; statistics are atomics.
+ * the log need no locks; statistics are atomics. Appends drop the log's
+ * pages behind a short tail from the mapping as they go, and every
+ * checkpoint drops what deliveries faulted in, so the resident set holds
+ * the wheel and a window of the log, not the pending entries.
  */
 #include "timer.h"
 
@@ -44,6 +47,8 @@
 #define ENQUEUE_PER_ROUND 4096
 #define POLL_MS 10
 #define CHECKPOINT_MS 1000
+#define LOG_MAPPED_KEEP (64 << 10)   /* timer-log bytes kept mapped behind the end */
+#define LOG_RELEASE_STEP (256 << 10) /* appends drop the pages behind at this pace */
 
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
@@ -343,10 +348,13 @@ static int link_entry(struct tmr *t, struct entry *e)
         }
         if (t->cur) {
             mf_set_wrote(t->cur, seg);
+            mf_release(t->cur, 0, seg);
             mf_unref(t->cur);
         }
         t->cur = nf;
         pos = from;
+    } else if ((pos - t->cur->from) % LOG_RELEASE_STEP + ENTRY > LOG_RELEASE_STEP) {
+        mf_release(t->cur, 0, pos - LOG_MAPPED_KEEP - t->cur->from);
     }
     if (seg_note(t, pos, e->slot_ms) < 0)
         return -ENOMEM;
@@ -566,6 +574,10 @@ static int checkpoint(struct tmr *t)
         if (!f)
             break;
         int rc = mf_flush(f, mf_wrote(f));
+        /* chains reach back anywhere, so the log is read all over: drop
+         * everything but the append tail from the mapping; what a delivery
+         * walks again faults back from the page cache */
+        mf_release(f, 0, t->log_end - LOG_MAPPED_KEEP - f->from);
         mf_unref(f);
         if (rc < 0)
             return rc;

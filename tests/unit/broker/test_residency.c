@@ -1,8 +1,10 @@
-/* Unit tests of how much of the commitlog the store keeps resident: the
- * prefault window ahead of the writer, the release of flushed pages behind
- * it, and the mapped-file primitives underneath (broker/mapped_file.h).
- * Sizes are read from /proc/self/statm, whose resident count includes
- * mapped file pages. */
+/* Unit tests of how much of its files the store keeps resident: the
+ * prefault window ahead of the writer, the release of pages behind it
+ * (flushed or not), of pages readers faulted in far behind it, of consume
+ * queue pages, and the mapped-file primitives underneath
+ * (broker/mapped_file.h). Sizes are read from /proc/self/statm, whose
+ * resident count includes mapped file pages, or per file from
+ * /proc/self/smaps. */
 #include "store_test_util.h"
 
 #include <check.h>
@@ -247,6 +249,113 @@ START_TEST(written_pages_released)
 }
 END_TEST
 
+/* The flush never runs here (interval one minute), yet what was written
+ * leaves the mapping behind the writer: unflushed pages are released too
+ * (their dirty state moves to the page cache), and a clean close still
+ * writes them all. */
+START_TEST(unflushed_pages_released)
+{
+    struct store_config c;
+    big_config(&c);
+    c.flush_interval_commitlog_ms = 60000;
+    c.flush_commitlog_thorough_interval_ms = 60000;
+    const int n = 12 * 1024;
+    struct store *s = NULL;
+    ck_assert_int_eq(store_open(&c, &s), 0);
+    put_some(s, 0, n, 4000);
+    long g = 0;
+    for (int i = 0; i < 500; i++) {
+        g = smaps_rss("/commitlog/");
+        if (g < 24 * MIB)
+            break;
+        sleep_ms(10);
+    }
+    struct store_stats st;
+    store_get_stats(s, &st);
+    ck_assert_msg(st.commitlog_flushed_offset < 8 * MIB, "the flush ran (flushed %lld)",
+                  (long long)st.commitlog_flushed_offset);
+    ck_assert_msg(g < 24 * MIB, "commitlog mapping holds %ld KiB after writing 48 MiB unflushed", g / 1024);
+    wait_dispatch(s);
+    check_some(s, n, 4000);
+    store_close(s);
+    ck_assert_int_eq(store_open(&c, &s), 0);
+    wait_dispatch(s);
+    check_some(s, n, 4000);
+    store_close(s);
+}
+END_TEST
+
+/* A reader far behind the writer (a consumer catching up) gives the pages
+ * it read back when it releases its hold, not at the next periodic pass. */
+START_TEST(cold_reads_released)
+{
+    struct store_config c;
+    big_config(&c);
+    c.commitlog_prefault_bytes = 1 * MIB;
+    c.commitlog_mapped_trail_bytes = 1 * MIB;
+    const int n = 12 * 1024;
+    struct store *s = NULL;
+    ck_assert_int_eq(store_open(&c, &s), 0);
+    put_some(s, 0, n, 4000);
+    wait_dispatch(s);
+    long base = 0;
+    for (int i = 0; i < 500; i++) {
+        base = smaps_rss("/commitlog/");
+        if (base < 6 * MIB)
+            break;
+        sleep_ms(10);
+    }
+    ck_assert_msg(base < 6 * MIB, "commitlog mapping holds %ld KiB before reading", base / 1024);
+    struct store_view v[64];
+    long worst = 0;
+    int64_t off = 0;
+    while (off < n) {
+        struct store_get_req req = { "RSS", 0, off, 64, 0, NULL, NULL, v };
+        struct store_get_result res;
+        ck_assert_int_eq(store_get(s, &req, &res), STORE_GET_FOUND);
+        for (uint32_t i = 0; i < res.count; i++)
+            ck_assert_int_gt(msg_record_decode(v[i].data, v[i].len, &(struct msg_record){ 0 }, 1), 0);
+        off = res.next_begin_offset;
+        store_hold_release(&res.hold);
+        if (off % 512 == 0) {
+            long g = smaps_rss("/commitlog/");
+            if (g > worst)
+                worst = g;
+        }
+    }
+    ck_assert_msg(worst < 8 * MIB, "reading 48 MiB of old messages left up to %ld KiB mapped", worst / 1024);
+    store_close(s);
+}
+END_TEST
+
+/* Consume-queue pages behind the queue's end leave the mapping as the
+ * dispatcher writes (64 KiB kept), and reads of old entries are dropped by
+ * the periodic pass; every entry still reads back. */
+START_TEST(consume_queue_pages_released)
+{
+    struct store_config c;
+    big_config(&c);
+    c.cq_entries_per_file = 300000; /* 6 MB segments */
+    const int n = 400000;           /* 8 MB of entries */
+    struct store *s = NULL;
+    ck_assert_int_eq(store_open(&c, &s), 0);
+    put_some(s, 0, n, 20);
+    wait_dispatch(s);
+    long g = smaps_rss("/consumequeue/");
+    ck_assert_msg(g < 1 * MIB, "consume queue mapping holds %ld KiB for 8 MB of entries", g / 1024);
+    struct store_view v[64];
+    for (int64_t off = 0; off < n;) {
+        struct store_get_req req = { "RSS", 0, off, 64, 0, NULL, NULL, v };
+        struct store_get_result res;
+        ck_assert_int_eq(store_get(s, &req, &res), STORE_GET_FOUND);
+        ck_assert_int_eq(v[0].queue_offset, off);
+        off = res.next_begin_offset;
+        store_hold_release(&res.hold);
+    }
+    store_close(s);
+}
+END_TEST
+
 /* A zero prefault window and trail still give a working store. */
 START_TEST(residency_disabled)
 {
@@ -276,6 +385,9 @@ int main(void)
     tcase_add_test(tc, populate_stops);
     tcase_add_test(tc, idle_store_stays_small);
     tcase_add_test(tc, written_pages_released);
+    tcase_add_test(tc, unflushed_pages_released);
+    tcase_add_test(tc, cold_reads_released);
+    tcase_add_test(tc, consume_queue_pages_released);
     tcase_add_test(tc, residency_disabled);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);

@@ -371,7 +371,8 @@ START_TEST(sigkill_loses_nothing)
 END_TEST
 
 /* 200k messages far in the future: the timer's memory is the same as with
- * 1k, the log holds them on disk, and a restart rebuilds the same count. */
+ * 1k, the log holds them on disk (not in the resident set), and a restart
+ * rebuilds the same count. */
 START_TEST(many_pending_memory_flat)
 {
     struct store *s = open_store(STORE_ASYNC_FLUSH, 8u << 20);
@@ -424,10 +425,16 @@ START_TEST(many_pending_memory_flat)
     ck_assert_uint_eq(b.heap_bytes, a.heap_bytes);
     ck_assert_uint_lt(b.wheel_bytes + b.heap_bytes, 40u << 20);
     ck_assert_uint_ge(b.log_bytes, (uint64_t)N * 40);
+    /* the 8 MB log is on disk, not in the process: its pages behind the
+     * append tail left the mapping as it grew */
+    long lr = smaps_rss("/timer/timerlog/");
+    ck_assert_msg(lr < (1L << 20), "timer log mapping holds %ld KiB", lr >> 10);
     tmr_close(t);
     t = open_timer(s);
     tmr_get_stats(t, &b);
     ck_assert_uint_eq(b.pending, N);
+    lr = smaps_rss("/timer/timerlog/");
+    ck_assert_msg(lr < (1L << 20), "timer log mapping holds %ld KiB after the rebuild", lr >> 10);
     ck_assert_uint_eq(b.delivered, 0);
     tmr_close(t);
     store_close(s);
