@@ -13,7 +13,9 @@
  *
  * Producer: one unary SendMessage per message; the entry's status decides
  * success. gRPC has no oneway call: send_oneway is a SendMessage whose answer
- * is only counted, and barrier waits for every answer outstanding.
+ * is only counted, and barrier waits for every answer outstanding. A timer
+ * message is a DELAY message with a delivery_timestamp; the consumer reports
+ * the delivery_timestamp of what it receives as the due time.
  *
  * Consumer: `concurrency` ReceiveMessage calls (server streaming: status,
  * messages, delivery timestamp) are kept in flight, spread over the brokers
@@ -1135,6 +1137,13 @@ static int send_start(struct gcl *cl, const struct bt_msg *m, struct bt_slot *sl
     sp.message_id = mid;
     sp.body_encoding = APACHE__ROCKETMQ__V2__ENCODING__IDENTITY;
     sp.message_type = APACHE__ROCKETMQ__V2__MESSAGE_TYPE__NORMAL;
+    Google__Protobuf__Timestamp dt = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    if (m->deliver_ms) {
+        dt.seconds = m->deliver_ms / 1000;
+        dt.nanos = (int32_t)(m->deliver_ms % 1000) * 1000000;
+        sp.delivery_timestamp = &dt;
+        sp.message_type = APACHE__ROCKETMQ__V2__MESSAGE_TYPE__DELAY;
+    }
     sp.born_timestamp = &bt;
     sp.born_host = cl->hostname;
     Apache__Rocketmq__V2__Message msg = APACHE__ROCKETMQ__V2__MESSAGE__INIT;
@@ -1260,8 +1269,10 @@ static void recv_msg(struct gcall *c, const uint8_t *m, size_t len)
         const Apache__Rocketmq__V2__SystemProperties *sp = msg ? msg->system_properties : NULL;
         if (!sp || sp->opt_receipt_handle_case != APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__OPT_RECEIPT_HANDLE_RECEIPT_HANDLE)
             break;
-        struct bt_recv rec = { ts_ms(sp->born_timestamp), ts_ms(sp->store_timestamp),
-                               (uint32_t)msg->body.len };
+        struct bt_recv rec = { .born_ts = ts_ms(sp->born_timestamp),
+                               .store_ts = ts_ms(sp->store_timestamp),
+                               .due_ms = ts_ms(sp->delivery_timestamp),
+                               .body_len = (uint32_t)msg->body.len };
         const char *mid = sp->message_id ? sp->message_id : "";
         if (buf_append(&c->recs, &rec, sizeof rec) || buf_append(&c->handles, mid, strlen(mid) + 1) ||
             buf_append(&c->handles, sp->receipt_handle, strlen(sp->receipt_handle) + 1))

@@ -2,6 +2,12 @@
  * rmqbench transport over the RocketMQ remoting protocol (see
  * bench_transport.h): a cli_client per handle, with the client library's
  * producer and managed pull consumer.
+ *
+ * Timer messages carry TIMER_DELIVER_MS; the property string is formatted
+ * on the stack of the send call, since the producer copies properties into
+ * its own send context before returning (no allocation per message). On
+ * receipt the due time is TIMER_OUT_MS, which the broker writes when it
+ * accepts a timer message, or TIMER_DELIVER_MS when that is absent.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -10,7 +16,11 @@
 
 #include "bench_transport.h"
 #include "consumer.h"
+#include "message.h"
 #include "producer.h"
+
+/* Room for "TIMER_DELIVER_MS\1<int64>\2". */
+#define TIMER_PROPS_CAP 48
 
 struct rp {
     cli_client *c;
@@ -26,7 +36,8 @@ struct rc {
     int tmp_cap;
 };
 
-static void fill_msg(struct cli_message *out, const struct bt_msg *m)
+/* props: TIMER_PROPS_CAP bytes of the caller, used for a timer message. */
+static int fill_msg(struct cli_message *out, const struct bt_msg *m, char *props)
 {
     memset(out, 0, sizeof *out);
     out->topic = m->topic;
@@ -34,6 +45,17 @@ static void fill_msg(struct cli_message *out, const struct bt_msg *m)
     out->body_len = m->body_len;
     out->tags = m->tags;
     out->keys = m->keys;
+    if (m->deliver_ms) {
+        char v[24];
+        int vl = snprintf(v, sizeof v, "%lld", (long long)m->deliver_ms);
+        size_t len = 0;
+        int rc = msg_prop_append(props, TIMER_PROPS_CAP, &len, MSG_PROP_TIMER_DELIVER_MS, v, (size_t)vl);
+        if (rc)
+            return rc;
+        out->props = props;
+        out->props_len = (uint32_t)len;
+    }
+    return 0;
 }
 
 static void *rp_new(struct ev_loop *loop, const struct bt_producer_opts *o, char *err, size_t errlen)
@@ -77,17 +99,25 @@ static int rp_send(void *h, const struct bt_msg *m, struct bt_slot *slot)
 {
     struct rp *r = h;
     struct cli_message cm;
-    fill_msg(&cm, m);
-    return cli_send(r->p, &cm, rp_send_cb, slot);
+    char props[TIMER_PROPS_CAP];
+    int rc = fill_msg(&cm, m, props);
+    return rc ? rc : cli_send(r->p, &cm, rp_send_cb, slot);
 }
 
 static int rp_send_sync(void *h, const struct bt_msg *m, struct bt_result *out)
 {
     struct rp *r = h;
     struct cli_message cm;
-    fill_msg(&cm, m);
+    char props[TIMER_PROPS_CAP];
     static __thread struct cli_send_result res;
-    int rc = cli_send_sync(r->p, &cm, &res);
+    int rc = fill_msg(&cm, m, props);
+    if (rc) {
+        out->err = rc;
+        out->code = -1;
+        out->errmsg = "bad timer property";
+        return rc;
+    }
+    rc = cli_send_sync(r->p, &cm, &res);
     out->err = res.err ? res.err : rc;
     out->code = res.code;
     out->errmsg = res.errmsg;
@@ -98,8 +128,9 @@ static int rp_send_oneway(void *h, const struct bt_msg *m)
 {
     struct rp *r = h;
     struct cli_message cm;
-    fill_msg(&cm, m);
-    return cli_send_oneway(r->p, &cm);
+    char props[TIMER_PROPS_CAP];
+    int rc = fill_msg(&cm, m, props);
+    return rc ? rc : cli_send_oneway(r->p, &cm);
 }
 
 static int rp_barrier(void *h, const char *topic)
@@ -136,6 +167,28 @@ static void rp_free(void *h)
     free(r);
 }
 
+/* Decimal ms value of a property; 0 when absent or not a positive number. */
+static int64_t prop_ms(const struct cli_msg_view *m, const char *name)
+{
+    const char *v;
+    size_t vl;
+    if (!m->props || !msg_prop_get(m->props, m->props_len, name, &v, &vl) || vl == 0 || vl > 18)
+        return 0;
+    int64_t x = 0;
+    for (size_t i = 0; i < vl; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+        x = x * 10 + (v[i] - '0');
+    }
+    return x;
+}
+
+static int64_t due_of(const struct cli_msg_view *m)
+{
+    int64_t d = prop_ms(m, MSG_PROP_TIMER_OUT_MS);
+    return d ? d : prop_ms(m, MSG_PROP_TIMER_DELIVER_MS);
+}
+
 static int rc_on_messages(cli_consumer *cs, const struct cli_msg_view *msgs, int n, void *ud)
 {
     (void)cs;
@@ -150,6 +203,7 @@ static int rc_on_messages(cli_consumer *cs, const struct cli_msg_view *msgs, int
     for (int i = 0; i < n; i++) {
         r->tmp[i].born_ts = msgs[i].born_ts;
         r->tmp[i].store_ts = msgs[i].store_ts;
+        r->tmp[i].due_ms = due_of(&msgs[i]);
         r->tmp[i].body_len = msgs[i].body_len;
     }
     return r->on_recv(r->tmp, n, r->ud);

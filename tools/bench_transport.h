@@ -22,6 +22,8 @@ struct bt_msg {
     uint32_t body_len;
     const char *tags;   /* NULL: none */
     const char *keys;   /* NULL: none */
+    int64_t deliver_ms; /* timer message due at this wall-clock time (ms
+                           since the epoch); 0: an ordinary message */
 };
 
 struct bt_result {
@@ -41,6 +43,7 @@ struct bt_slot {
 /* One received message, as much as the benchmark looks at. */
 struct bt_recv {
     int64_t born_ts, store_ts;
+    int64_t due_ms;     /* a timer message's due time (ms epoch); 0: none */
     uint32_t body_len;
 };
 /* Return 0 to acknowledge the batch. */

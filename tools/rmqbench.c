@@ -10,8 +10,18 @@
  * histograms (no per-sample storage) merged at the end; a progress line is
  * printed every second from counters the threads update atomically.
  *
+ * Timer messages (--deliver-after, --deliver-spread): every message is due
+ * at its send time plus a fixed delay, plus optionally (seq * 1000) % spread
+ * ms, one second more per message, wrapping at the spread, so a long run
+ * fills the broker's timer wheel over many distinct due seconds. The
+ * transport formats the due time without allocating (bench_transport.h).
+ *
  * Consumer: one loop with the client's managed consumer; latency is measured
- * from the store and the born timestamps to the receipt (wall clock, ms).
+ * from the store and the born timestamps to the receipt (wall clock, ms),
+ * and for timer messages from the due time to the receipt: how late the
+ * broker's timer delivered them. A message seen before its due time counts
+ * as 0 in that histogram and as "early" (with the earliest margin kept), so
+ * a timer that fires too soon does not hide in the percentiles.
  *
  * Transport: bench_transport.h; remoting (brokers directly, the default)
  * or grpc (a RocketMQ 5 proxy, --transport grpc --endpoint host:port).
@@ -36,6 +46,7 @@
 #define ONEWAY_BARRIER 1000
 #define MAX_ERR_KINDS 16
 #define MAX_THREADS 1024
+#define MAX_DELIVER_MS 315360000000LL /* ten years, the broker's timerMaxDelaySec limit */
 
 enum mode { MODE_ASYNC, MODE_SYNC, MODE_ONEWAY };
 
@@ -46,6 +57,8 @@ struct cfg {
     const char *endpoint;
     enum mode mode;
     long long count;
+    long long deliver_after;      /* ms; < 0: ordinary messages */
+    long long deliver_spread;     /* ms; 0: none */
     double duration;
     const struct bt_ops *tx;
 };
@@ -157,6 +170,15 @@ static void make_msg(struct worker *w, struct bt_msg *m, char *keybuf, size_t ca
     m->body_len = (uint32_t)c->size;
     m->tags = c->tags;
     m->keys = NULL;
+    m->deliver_ms = 0;
+    if (c->deliver_after >= 0) {
+        /* a sequence unique over all workers, so the spread covers the
+         * window whatever the thread count */
+        uint64_t stride = (uint64_t)(c->mode == MODE_SYNC ? c->window : c->threads);
+        uint64_t seq = w->seq * stride + (uint64_t)w->idx;
+        int64_t off = c->deliver_spread > 0 ? (int64_t)(seq * 1000 % (uint64_t)c->deliver_spread) : 0;
+        m->deliver_ms = wall_ms() + c->deliver_after + off;
+    }
     if (c->keys) {
         snprintf(keybuf, cap, "bench-%d-%d-%llu", (int)getpid(), w->idx, (unsigned long long)w->seq);
         m->keys = keybuf;
@@ -431,6 +453,10 @@ static int run_producer(const struct cfg *c)
         json_object_set_new(o, "failed", json_integer((json_int_t)failed));
         json_object_set_new(o, "tps", json_real(tps));
         json_object_set_new(o, "bytesPerSecond", json_real(bps));
+        if (c->deliver_after >= 0) {
+            json_object_set_new(o, "deliverAfterMs", json_integer(c->deliver_after));
+            json_object_set_new(o, "deliverSpreadMs", json_integer(c->deliver_spread));
+        }
         json_t *lat = json_object();
         if (c->mode != MODE_ONEWAY && h->count) {
             json_object_set_new(lat, "avg", json_real(hist_mean(h) / 1000.0));
@@ -460,6 +486,11 @@ static int run_producer(const struct cfg *c)
         printf("  sent %llu = acknowledged %llu + failed %llu\n", (unsigned long long)issued,
                (unsigned long long)ok, (unsigned long long)failed);
         printf("  TPS %.0f, %.2f MiB/s\n", tps, bps / (1024.0 * 1024.0));
+        if (c->deliver_after >= 0 && c->deliver_spread)
+            printf("  timer messages: due %lld ms after sending, plus up to %lld ms of spread\n",
+                   c->deliver_after, c->deliver_spread);
+        else if (c->deliver_after >= 0)
+            printf("  timer messages: due %lld ms after sending\n", c->deliver_after);
         if (c->mode != MODE_ONEWAY && h->count) {
             printf("  latency ms: avg %.3f", hist_mean(h) / 1000.0);
             for (int i = 0; i < 4; i++)
@@ -482,6 +513,9 @@ struct crun {
     const struct cfg *cfg;
     struct ev_loop *loop;
     struct hist store_lat, born_lat;   /* ms */
+    struct hist due_lat, due_tick;     /* ms; due_tick: since the last progress line */
+    uint64_t early;                    /* timer messages received before their due time */
+    int64_t earliest;                  /* most negative receipt - due, ms */
     uint64_t received, bytes, last_received;
     double t0, last_t;
     bool done;
@@ -495,6 +529,17 @@ static int on_recv(const struct bt_recv *msgs, int n, void *ud)
     for (int i = 0; i < n; i++) {
         hist_record(&r->store_lat, now - msgs[i].store_ts);
         hist_record(&r->born_lat, now - msgs[i].born_ts);
+        if (msgs[i].due_ms) {
+            int64_t lag = now - msgs[i].due_ms;
+            if (lag < 0) {
+                r->early++;
+                if (lag < r->earliest)
+                    r->earliest = lag;
+                lag = 0;
+            }
+            hist_record(&r->due_lat, lag);
+            hist_record(&r->due_tick, lag);
+        }
         r->bytes += msgs[i].body_len;
     }
     r->received += (uint64_t)n;
@@ -516,10 +561,19 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (t - r->last_t >= 1.0) {
-        fprintf(r->prog, "[%6.1fs] consume TPS %9.0f  total %llu  store->recv p99 %lld ms\n", t - r->t0,
+        fprintf(r->prog, "[%6.1fs] consume TPS %9.0f  total %llu  store->recv p99 %lld ms", t - r->t0,
                 (double)(r->received - r->last_received) / (t - r->last_t),
                 (unsigned long long)r->received, (long long)hist_percentile(&r->store_lat, 99));
+        if (r->due_tick.count)
+            fprintf(r->prog, "  due->recv p99 %lld ms (last %.0f s)  early %llu",
+                    (long long)hist_percentile(&r->due_tick, 99), t - r->last_t, (unsigned long long)r->early);
+        else if (r->due_lat.count)
+            fprintf(r->prog, "  due->recv none in the last %.0f s  early %llu", t - r->last_t,
+                    (unsigned long long)r->early);
+        fputc('\n', r->prog);
         fflush(r->prog);
+        if (r->due_tick.count)
+            hist_init(&r->due_tick);
         r->last_received = r->received;
         r->last_t = t;
     }
@@ -534,6 +588,8 @@ static int run_consumer(const struct cfg *c)
     r->prog = c->json ? stderr : stdout;
     hist_init(&r->store_lat);
     hist_init(&r->born_lat);
+    hist_init(&r->due_lat);
+    hist_init(&r->due_tick);
     r->loop = ev_loop_new(EVFLAG_AUTO);
     char err[256];
     struct bt_consumer_opts co = { c->tx == &bt_grpc ? c->endpoint : c->ns, c->group, c->topic, c->batch,
@@ -588,6 +644,19 @@ static int run_consumer(const struct cfg *c)
             }
             json_object_set_new(o, names[k], l);
         }
+        if (r->due_lat.count) {
+            const struct hist *h = &r->due_lat;
+            json_t *l = json_object();
+            json_object_set_new(l, "count", json_integer((json_int_t)h->count));
+            json_object_set_new(l, "avg", json_real(hist_mean(h)));
+            for (int i = 0; i < 4; i++)
+                json_object_set_new(l, pname[i], json_integer(hist_percentile(h, pct[i])));
+            json_object_set_new(l, "max", json_integer(h->max));
+            json_object_set_new(l, "early", json_integer((json_int_t)r->early));
+            if (r->early)
+                json_object_set_new(l, "earliestMs", json_integer(r->earliest));
+            json_object_set_new(o, "dueToReceiptMs", l);
+        }
         json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         putchar('\n');
         json_decref(o);
@@ -603,6 +672,20 @@ static int run_consumer(const struct cfg *c)
             for (int i = 0; i < 4; i++)
                 printf("  %s %lld", pname[i], (long long)hist_percentile(hs[k], pct[i]));
             printf("  max %lld\n", (long long)hs[k]->max);
+        }
+        if (r->due_lat.count) {
+            const struct hist *h = &r->due_lat;
+            printf("  due->receipt ms (%llu timer messages): avg %.1f", (unsigned long long)h->count,
+                   hist_mean(h));
+            for (int i = 0; i < 4; i++)
+                printf("  %s %lld", pname[i], (long long)hist_percentile(h, pct[i]));
+            printf("  max %lld\n", (long long)h->max);
+            if (r->early)
+                printf("  early: %llu received before their due time (counted as 0 above), the earliest %lld ms "
+                       "before\n",
+                       (unsigned long long)r->early, (long long)-r->earliest);
+            else
+                printf("  early: none received before their due time\n");
         }
     }
     if (src)
@@ -633,12 +716,19 @@ static void usage(FILE *out)
             "  --keys              give every message a unique key (indexed by the broker)\n"
             "  --tags TAG          tag every message\n"
             "  -g GROUP            producer group (default benchmark_producer)\n"
+            "  --deliver-after MS  timer messages: each is due MS ms after it is sent (remoting:\n"
+            "                      TIMER_DELIVER_MS; grpc: a DELAY message with delivery_timestamp)\n"
+            "  --deliver-spread MS with --deliver-after: add (seq * 1000) %% MS to the due time, so\n"
+            "                      the messages fall into MS/1000 distinct seconds (0 or >= 1000;\n"
+            "                      default 0)\n"
             "consumer flags:\n"
             "  -g GROUP            consumer group (default benchmark_consumer)\n"
             "  --batch N           pull batch size (default 32)\n"
             "  --from first|last   where a new group starts (default last; remoting only: through\n"
             "                      the proxy a new group starts at the first message still in memory)\n"
-            "  -w N                grpc: ReceiveMessage calls in flight (default 16)\n");
+            "  -w N                grpc: ReceiveMessage calls in flight (default 16)\n"
+            "  messages with a due time (remoting: TIMER_OUT_MS, else TIMER_DELIVER_MS; grpc:\n"
+            "  delivery_timestamp) add a due->receipt histogram and a count of those received early\n");
 }
 
 static int parse_int(const char *flag, const char *v, long long min, long long max, long long *out)
@@ -676,6 +766,7 @@ int main(int argc, char **argv)
     c.threads = 1;
     c.batch = 32;
     c.mode = MODE_ASYNC;
+    c.deliver_after = -1;
     c.tx = &bt_remoting;
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
@@ -754,6 +845,16 @@ int main(int argc, char **argv)
             }
         } else if (strcmp(f, "--tags") == 0 && producer) {
             c.tags = v;
+        } else if (strcmp(f, "--deliver-after") == 0 && producer) {
+            if (parse_int(f, v, 0, MAX_DELIVER_MS, &c.deliver_after))
+                return 2;
+        } else if (strcmp(f, "--deliver-spread") == 0 && producer) {
+            if (parse_int(f, v, 0, MAX_DELIVER_MS, &c.deliver_spread))
+                return 2;
+            if (c.deliver_spread > 0 && c.deliver_spread < 1000) {
+                fprintf(stderr, "rmqbench: --deliver-spread steps by whole seconds: use 0 or at least 1000\n");
+                return 2;
+            }
         } else if (strcmp(f, "--batch") == 0 && !producer) {
             if (parse_int(f, v, 1, 1024, &x))
                 return 2;
@@ -770,6 +871,10 @@ int main(int argc, char **argv)
         }
         if (takes)
             i++;
+    }
+    if (c.deliver_spread > 0 && c.deliver_after < 0) {
+        fprintf(stderr, "rmqbench: --deliver-spread needs --deliver-after\n");
+        return 2;
     }
     if (!c.endpoint)
         c.endpoint = "127.0.0.1:8081";

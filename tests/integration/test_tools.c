@@ -84,16 +84,21 @@ static int bench(char **out, const char *role, ...)
     return rc;
 }
 
-/* JSON document printed on stdout (the output may hold stderr lines before it). */
+/* JSON document printed on stdout: the first line that starts one (the
+ * output may hold stderr lines before it, rmqbench's progress lines
+ * "[  1.0s] ..." among them). */
 static json_t *json_of(const char *out)
 {
-    const char *p = out;
-    while (*p && *p != '{' && *p != '[')
-        p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p);
-    json_error_t e;
-    json_t *j = json_loads(p, JSON_DISABLE_EOF_CHECK, &e);
-    ck_assert_msg(j != NULL, "not JSON (%s): %s", e.text, out);
-    return j;
+    json_error_t e = { .text = "no JSON document" };
+    for (const char *p = out; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p)) {
+        if (*p != '{' && *p != '[')
+            continue;
+        json_t *j = json_loads(p, JSON_DISABLE_EOF_CHECK, &e);
+        if (j)
+            return j;
+    }
+    ck_abort_msg("not JSON (%s): %s", e.text, out);
+    return NULL;
 }
 
 static long long jint(const json_t *o, const char *k)
@@ -413,6 +418,39 @@ START_TEST(bench_smoke)
 }
 END_TEST
 
+/* Timer messages through the real broker: sent due 2 s later, they must
+ * not arrive before that (early == 0: the broker held them), must carry
+ * their due time (dueToReceiptMs is only printed when it was seen) and
+ * must arrive soon after it. */
+START_TEST(bench_timer_messages)
+{
+    char *out;
+    ck_assert_msg(wait_output("broker-a", 10000, "clusterList", NULL, NULL), "broker never registered");
+    ck_assert_int_eq(admin(&out, "updateTopic", "-t", "TimerBenchTopic", "-c", "TestCluster", NULL), 0);
+    ck_assert_msg(wait_output("TimerBenchTopic", 5000, "topicList", NULL, NULL), "topic not listed");
+    long long t0 = th_now_ms();
+    ck_assert_int_eq(bench(&out, "producer", "-n", g_ns, "-t", "TimerBenchTopic", "--count", "200",
+                           "--deliver-after", "2000", "--json", NULL), 0);
+    json_t *j = json_of(out);
+    ck_assert_int_eq(jint(j, "acknowledged"), 200);
+    ck_assert_int_eq(jint(j, "deliverAfterMs"), 2000);
+    json_decref(j);
+    ck_assert_msg(th_now_ms() - t0 < 1500, "the producer took %lld ms: the due times passed before the "
+                  "consumer could start", th_now_ms() - t0);
+    ck_assert_int_eq(bench(&out, "consumer", "-n", g_ns, "-t", "TimerBenchTopic", "-g", "TimerBenchGroup",
+                           "--from", "first", "--count", "200", "--duration", "10", "--json", NULL), 0);
+    j = json_of(out);
+    ck_assert_int_eq(jint(j, "received"), 200);
+    json_t *due = json_object_get(j, "dueToReceiptMs");
+    ck_assert_msg(json_is_object(due), "no dueToReceiptMs: the messages carried no due time: %s", out);
+    ck_assert_int_eq(jint(due, "count"), 200);
+    ck_assert_msg(jint(due, "early") == 0, "%lld messages arrived before their due time: %s",
+                  jint(due, "early"), out);
+    ck_assert_msg(jint(due, "p99") < 1500, "due->receipt p99 %lld ms", jint(due, "p99"));
+    json_decref(j);
+}
+END_TEST
+
 int main(void)
 {
     char *od = th_tmpdir();
@@ -429,6 +467,7 @@ int main(void)
     tcase_add_unchecked_fixture(tc, start_cluster, stop_cluster);
     tcase_add_test(tc, admin_against_cluster);
     tcase_add_test(tc, bench_smoke);
+    tcase_add_test(tc, bench_timer_messages);
     tcase_add_test(tc, send_auto_creates_topic);
     suite_add_tcase(s, tc);
     TCase *noauto = tcase_create("no-auto-create");
