@@ -180,7 +180,11 @@ int px_msg_to_pb(struct px_msg_out *o, const struct cli_msg_view *v, const struc
     if (msg_prop_get(v->props, v->props_len, MSG_PROP_TRANSACTION_PREPARED, &val, &vlen) && vlen == 4 &&
         !memcmp(val, "true", 4))
         tx = true;
-    if (msg_prop_get(v->props, v->props_len, MSG_PROP_TIMER_DELIVER_MS, &val, &vlen) && vlen < 24) {
+    /* the due time: as the producer gave it, or as the broker computed it
+     * from a relative TIMER_DELAY_SEC / TIMER_DELAY_MS */
+    if ((msg_prop_get(v->props, v->props_len, MSG_PROP_TIMER_DELIVER_MS, &val, &vlen) ||
+         msg_prop_get(v->props, v->props_len, MSG_PROP_TIMER_OUT_MS, &val, &vlen)) &&
+        vlen < 24) {
         char t[24];
         memcpy(t, val, vlen);
         t[vlen] = 0;

@@ -1,12 +1,16 @@
 /*
  * Tests of the proxy's pure logic: receipt handles and pop check-point info
  * (RocketMQ's text formats), transaction ids, remoting → Code mapping,
- * reserved property names and the MD5 body digest.
+ * reserved property names, the MD5 body digest, and the due time a
+ * delivered timer message carries to 5.x consumers.
  */
 #include <check.h>
 #include <errno.h>
 #include <string.h>
 
+#include "buf.h"
+#include "consumer.h"
+#include "message.h"
 #include "proxy.h"
 #include "receipt.h"
 
@@ -178,6 +182,45 @@ START_TEST(names)
 }
 END_TEST
 
+/* A timer message shows its due time whether the producer gave it as an
+ * absolute TIMER_DELIVER_MS or the broker worked it out (TIMER_OUT_MS) from
+ * a relative TIMER_DELAY_SEC / TIMER_DELAY_MS. */
+static int64_t due_of(const char *name, const char *value)
+{
+    char props[128];
+    size_t plen = 0;
+    if (name)
+        ck_assert_int_eq(msg_prop_append(props, sizeof props, &plen, name, value, strlen(value)), 0);
+    struct cli_msg_view v;
+    memset(&v, 0, sizeof v);
+    v.props = props;
+    v.props_len = (uint32_t)plen;
+    v.msg_id = "ID";
+    v.msg_id_len = 2;
+    v.body = (const uint8_t *)"b";
+    v.body_len = 1;
+    struct px_msg_out o;
+    memset(&o, 0, sizeof o);
+    struct buf scratch = BUF_INIT;
+    ck_assert_int_eq(px_msg_to_pb(&o, &v, NULL, "T", &scratch), 0);
+    int64_t due = -1;
+    if (o.sp.delivery_timestamp) {
+        ck_assert_int_eq(o.sp.message_type, APACHE__ROCKETMQ__V2__MESSAGE_TYPE__DELAY);
+        due = o.sp.delivery_timestamp->seconds * 1000 + o.sp.delivery_timestamp->nanos / 1000000;
+    }
+    px_msg_out_free(&o);
+    buf_free(&scratch);
+    return due;
+}
+
+START_TEST(timer_due_time)
+{
+    ck_assert_int_eq(due_of(MSG_PROP_TIMER_DELIVER_MS, "1795322241500"), 1795322241500LL);
+    ck_assert_int_eq(due_of(MSG_PROP_TIMER_OUT_MS, "1795322242250"), 1795322242250LL);
+    ck_assert_int_eq(due_of(NULL, NULL), -1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("px_logic");
@@ -190,6 +233,7 @@ int main(void)
     tcase_add_test(tc, codes);
     tcase_add_test(tc, reserved_and_md5);
     tcase_add_test(tc, names);
+    tcase_add_test(tc, timer_due_time);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
