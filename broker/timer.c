@@ -87,6 +87,9 @@ struct tmr {
     int64_t deq_ms;           /* next slot time to deliver */
     int64_t deliver_end;      /* commitlog end after the latest delivery */
     int64_t resume;           /* entry to continue a slot walk from, -1 none */
+    int64_t follow_ms;        /* atomic: follower: the master's delivery position, 0 none yet */
+    int64_t follow_enq;       /* atomic: follower: the master's timer queue offset read so far */
+    int waiting;              /* follower without a position yet: links nothing */
     char props[MSG_PROPERTIES_MAX + 1];
     char topic[256];
 
@@ -452,8 +455,9 @@ static int deliver(struct tmr *t, int64_t phys, int64_t due_ms)
     return 0;
 }
 
-/* Delivers the chain of the slot at slot_ms. Returns 0 when the slot is
- * done, -EAGAIN to retry later (progress kept in t->resume). */
+/* Delivers the chain of the slot at slot_ms (a follower only drops it).
+ * Returns 0 when the slot is done, -EAGAIN to retry later (progress kept
+ * in t->resume). */
 static int deliver_slot(struct tmr *t, int64_t slot_ms, int64_t now)
 {
     struct slot *sl = slot_of(t, slot_ms);
@@ -485,7 +489,9 @@ static int deliver_slot(struct tmr *t, int64_t slot_ms, int64_t now)
             }
             __atomic_sub_fetch(&t->st.pending, 1, __ATOMIC_RELAXED);
         } else {
-            if (deliver(t, e.phys, e.deliver_ms) < 0) {
+            /* a follower's master delivered it; it reaches this log by
+             * replication */
+            if (!t->cfg.follower && deliver(t, e.phys, e.deliver_ms) < 0) {
                 t->resume = pos;
                 return -EAGAIN;
             }
@@ -539,8 +545,17 @@ static int enqueue_round(struct tmr *t)
             }
             struct entry e = { -1, v[i].phys_offset, d, ceil_slot(d, t->prec), (int32_t)v[i].len };
             if (e.slot_ms < t->deq_ms) {
-                if ((rc = deliver(t, e.phys, d)) < 0)
+                if (t->cfg.follower) {
+                    /* already due: the master delivered it if it had read
+                     * it; if not, wait here until it has (promoted at this
+                     * point, this timer reads it again and delivers it) */
+                    if (v[i].queue_offset >= __atomic_load_n(&t->follow_enq, __ATOMIC_ACQUIRE)) {
+                        rc = 1;
+                        break;
+                    }
+                } else if ((rc = deliver(t, e.phys, d)) < 0) {
                     break;
+                }
             } else if ((rc = link_entry(t, &e)) < 0) {
                 rc = -EAGAIN;
                 break;
@@ -556,6 +571,8 @@ static int enqueue_round(struct tmr *t)
         ST(t->st.enqueue_offset, t->enq_off);
         if (rc < 0)
             return rc;
+        if (rc > 0)
+            break;
     }
     return done;
 }
@@ -699,7 +716,18 @@ static void *timer_main(void *arg)
     while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
         int64_t now = cfg_now(&t->cfg);
         int busy = 0;
-        while (t->deq_ms <= now && !__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
+        if (t->cfg.follower) {
+            /* deliver_slot drops the slots the master is past, relinking
+             * what was parked beyond the window and is not due yet */
+            int64_t f = __atomic_load_n(&t->follow_ms, __ATOMIC_ACQUIRE);
+            if (t->waiting && f > 0) {
+                t->deq_ms = f - f % t->prec; /* nothing linked yet: any start is fine */
+                t->waiting = 0;
+                ST(t->st.dequeue_ms, t->deq_ms);
+            }
+            now = f - 1;
+        }
+        while (!t->waiting && t->deq_ms <= now && !__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
             if (deliver_slot(t, t->deq_ms, now) < 0) {
                 busy = -1;
                 break;
@@ -707,6 +735,8 @@ static void *timer_main(void *arg)
             t->deq_ms += t->prec;
             ST(t->st.dequeue_ms, t->deq_ms);
         }
+        if (t->waiting)
+            busy = -1; /* poll for the first position */
         if (busy == 0) {
             int n = enqueue_round(t);
             if (n < 0)
@@ -726,7 +756,7 @@ static void *timer_main(void *arg)
             continue;
         int64_t wait = busy < 0 ? 100 : POLL_MS;
         int64_t to_slot = t->deq_ms - cfg_now(&t->cfg);
-        if (to_slot < wait)
+        if (to_slot < wait && !t->cfg.follower)
             wait = to_slot < 1 ? 1 : to_slot;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -819,6 +849,7 @@ int tmr_open(struct store *s, const struct tmr_config *cfg, struct tmr **out)
         return rc;
     }
     int64_t now = cfg_now(cfg);
+    t->waiting = cfg->follower && !found;
     if (!found) {
         if (mfq_count(&t->log))
             log_warn("timer: no checkpoint in %s: discarding the timer log and relinking the timer queue "
@@ -875,6 +906,23 @@ void tmr_close(struct tmr *t)
             log_error("timer: final checkpoint failed; the next start redelivers from the previous one");
     }
     tmr_free(t);
+}
+
+void tmr_follow(struct tmr *t, int64_t deliver_ms, int64_t queue_offset)
+{
+    if (!t || !t->cfg.follower || deliver_ms <= 0 || queue_offset < 0)
+        return;
+    int64_t q = __atomic_load_n(&t->follow_enq, __ATOMIC_RELAXED);
+    while (queue_offset > q && !__atomic_compare_exchange_n(&t->follow_enq, &q, queue_offset, 0, __ATOMIC_RELEASE,
+                                                             __ATOMIC_RELAXED))
+        ;
+    int64_t cur = __atomic_load_n(&t->follow_ms, __ATOMIC_RELAXED);
+    while (deliver_ms > cur && !__atomic_compare_exchange_n(&t->follow_ms, &cur, deliver_ms, 0, __ATOMIC_RELEASE,
+                                                             __ATOMIC_RELAXED))
+        ;
+    pthread_mutex_lock(&t->mu);
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
 }
 
 void tmr_get_stats(struct tmr *t, struct tmr_stats *st)

@@ -59,6 +59,7 @@ struct tmr_config {
     int64_t max_delay_sec;      /* timerMaxDelaySec (259200 = 3 days) */
     int precision_ms;           /* timerPrecisionMs (500 here; RocketMQ uses 1000) */
     uint32_t log_segment_size;  /* timer log segment bytes (4000000) */
+    int follower;               /* a slave's timer (see tmr_follow) */
     store_clock_fn clock;       /* optional; default CLOCK_REALTIME ms */
     void *clock_ud;
 };
@@ -113,5 +114,22 @@ struct tmr_stats {
     uint64_t log_bytes;         /* timer log on disk */
 };
 void tmr_get_stats(struct tmr *t, struct tmr_stats *st);
+
+/* Follower mode (a slave): the timer links what replication brings into
+ * its own wheel and log but never delivers, since the master's deliveries
+ * arrive through replication too; its delivery position follows the
+ * master's instead. Each call hands over the master's position (every slot
+ * before deliver_ms delivered there, every timer queue entry before
+ * queue_offset read there: RocketMQ's lastReadTimeMs and
+ * lastTimerQueueOffset, which slaves fetch with GET_TIMER_CHECK_POINT):
+ * the thread drops those slots, and an entry already due when it is read
+ * counts as delivered only below queue_offset (above, linking waits for
+ * the master). A follower opened without a checkpoint of its own links
+ * nothing until the first call. So a follower never takes a message the
+ * master has not delivered for delivered: promoted (reopened without
+ * follower), the timer resumes at the position followed last, nothing
+ * pending is lost, and what the old master delivered since that position
+ * is delivered again. No-op for a timer that is not a follower. */
+void tmr_follow(struct tmr *t, int64_t deliver_ms, int64_t queue_offset);
 
 #endif

@@ -370,6 +370,71 @@ START_TEST(sigkill_loses_nothing)
 }
 END_TEST
 
+/* A slave's timer: links what replication brings without delivering,
+ * drops what the master delivered, waits on a due message the master has
+ * not read yet; promoted, it delivers exactly what the master had not. */
+START_TEST(follower_follows_and_promotes)
+{
+    struct store *s = open_store(STORE_ASYNC_FLUSH, 0);
+    struct tmr_config tc;
+    timer_cfg(&tc);
+    tc.follower = 1;
+    struct tmr *t = NULL;
+    ck_assert_int_eq(tmr_open(s, &tc, &t), 0);
+    /* timer queue offsets: 0 A due at once, 1 B in 2.5 s, 2 C in 4 s, 3 D
+     * and 4 E due at once; A, D and E are more than a slot in the past
+     * when the follower reads them */
+    int64_t delay[5] = { 100, 2500, 4000, 100, 100 };
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(send_timer(s, "RT", 0, i, MSG_PROP_TIMER_DELAY_MS, delay[i]), 1);
+    sleep_ms(1300);
+    struct tmr_stats st;
+    tmr_get_stats(t, &st);
+    ck_assert_uint_eq(st.enqueued, 0); /* no position from the master yet */
+    /* the master delivered everything due so far and read A only */
+    tmr_follow(t, now_ms(), 1);
+    for (int i = 0; i < 300; i++) {
+        tmr_get_stats(t, &st);
+        if (st.enqueue_offset == 3)
+            break;
+        sleep_ms(10);
+    }
+    ck_assert_int_eq(st.enqueue_offset, 3); /* waits on D */
+    ck_assert_uint_eq(st.enqueued, 2);      /* B and C */
+    ck_assert_uint_eq(st.pending, 2);
+    sleep_ms(1500); /* B is due: a follower does not deliver it */
+    ck_assert_int_eq(store_max_queue_offset(s, "RT", 0), 0);
+    tmr_follow(t, now_ms(), 4); /* the master delivered B and D */
+    for (int i = 0; i < 300; i++) {
+        tmr_get_stats(t, &st);
+        if (st.pending == 1 && st.enqueue_offset == 4)
+            break;
+        sleep_ms(10);
+    }
+    ck_assert_uint_eq(st.pending, 1);
+    ck_assert_int_eq(st.enqueue_offset, 4); /* waits on E */
+    ck_assert_int_eq(store_max_queue_offset(s, "RT", 0), 0);
+    tmr_close(t);
+    /* promoted: C when due, E at once; never A, B or D */
+    t = open_timer(s);
+    struct got g;
+    memset(&g, 0, sizeof(g));
+    int64_t off = 0;
+    for (int i = 0; i < 400 && g.count < 2; i++) {
+        collect(s, "RT", 0, &off, &g);
+        sleep_ms(10);
+    }
+    sleep_ms(300);
+    collect(s, "RT", 0, &off, &g);
+    ck_assert_int_eq(g.count, 2);
+    ck_assert_int_eq(g.seen[2], 1);
+    ck_assert_int_eq(g.seen[4], 1);
+    ck_assert_int_ge(g.min_lag, 0);
+    tmr_close(t);
+    store_close(s);
+}
+END_TEST
+
 /* 200k messages far in the future: the timer's memory is the same as with
  * 1k, the log holds them on disk (not in the resident set), and a restart
  * rebuilds the same count. */
@@ -452,6 +517,7 @@ int main(void)
     tcase_add_test(tc, restart_keeps_pending);
     tcase_add_test(tc, sigkill_loses_nothing);
     tcase_add_test(tc, many_pending_memory_flat);
+    tcase_add_test(tc, follower_follows_and_promotes);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
