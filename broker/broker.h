@@ -93,6 +93,8 @@ struct broker_settings {
     int64_t sync_slave_timeout;     /* syncSlaveTimeout */
     char ha_master_addr[128];       /* haMasterAddress (slave; empty: from the nameserver) */
     int64_t slave_sync_ms;          /* slaveMetadataSyncInterval */
+    bool slave_read_enable;         /* slaveReadEnable */
+    int64_t access_mem_max_ratio;   /* accessMessageInMemoryMaxRatio */
     bool timer_enable;              /* timerWheelEnable */
     int64_t timer_max_delay_sec;    /* timerMaxDelaySec */
     int64_t timer_precision_ms;     /* timerPrecisionMs */

@@ -73,7 +73,7 @@ const struct cfg_key brk_cfg_keys[] = {
     { .name = "brokerRole", .type = CFG_ENUM, .offset = S(role), .enum_values = roles,
       .def = "ASYNC_MASTER",
       .help = "ASYNC_MASTER, SYNC_MASTER (a send is answered once a slave holds it) or SLAVE (follows "
-              "the master of its brokerName, refuses sends, serves reads); start-time only" },
+              "the master of its brokerName, refuses sends, serves reads if slaveReadEnable); start-time only" },
     { .name = "defaultTopicQueueNums", .type = CFG_INT, .offset = S(default_queue_nums), .min = 1,
       .max = 1024, .def = "4", .help = "Queues of an auto-created topic" },
     { .name = "autoCreateTopicEnable", .type = CFG_BOOL, .offset = S(auto_create_topic), .def = "true",
@@ -163,6 +163,13 @@ const struct cfg_key brk_cfg_keys[] = {
     { .name = "slaveMetadataSyncInterval", .type = CFG_INT, .offset = S(slave_sync_ms), .min = 100,
       .max = 3600000, .def = "10000",
       .help = "Slave: ms between copies of the master's topics, groups and offsets (and offset flow-back)" },
+    { .name = "slaveReadEnable", .type = CFG_BOOL, .offset = S(slave_read_enable), .def = "false",
+      .help = "Master: send consumers that fall far behind to a slave (suggestWhichBrokerId); slave: serve "
+              "pulls (false: answer PULL_RETRY_IMMEDIATELY, pointing the consumer back at the master)" },
+    { .name = "accessMessageInMemoryMaxRatio", .type = CFG_INT, .offset = S(access_mem_max_ratio), .min = 0,
+      .max = 100, .def = "40",
+      .help = "A pull whose last message lies further behind the commitlog's end than this % of physical "
+              "memory counts as far behind (see slaveReadEnable); start-time only" },
     { .name = "timerWheelEnable", .type = CFG_BOOL, .offset = S(timer_enable), .def = "true",
       .help = "Timer messages (TIMER_DELIVER_MS / TIMER_DELAY_SEC / TIMER_DELAY_MS); start-time only" },
     { .name = "timerMaxDelaySec", .type = CFG_INT, .offset = S(timer_max_delay_sec), .min = 1,
@@ -354,6 +361,7 @@ int main(int argc, char **argv)
     sc.delete_when = b->cfg.delete_when;
     sc.disk_max_used_space_ratio = (int)b->cfg.disk_max_ratio;
     sc.max_message_size = (uint32_t)b->cfg.max_message_size + 65536;
+    sc.access_message_in_memory_max_ratio = (int)b->cfg.access_mem_max_ratio;
     sc.store_host = b->addr;
     sc.message_delay_level = b->cfg.delay_levels;
     sc.on_dispatch = pop_dispatch_hook; /* forwards to pull_dispatch_hook */

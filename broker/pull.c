@@ -4,6 +4,8 @@
  * waiter count that the dispatch hook reads, so with no waiter on a queue a
  * dispatched message costs one atomic load. Marked queues go through a
  * bounded ring (an overflow re-checks every held pull) to the loop.
+ * With slaveReadEnable, answers steer consumers that read far behind the
+ * log's end to a slave (suggestWhichBrokerId); without it a slave refuses.
  */
 #include "pull.h"
 
@@ -168,6 +170,42 @@ static int tag_filter(int64_t tag_hash, void *ud)
 
 enum run_result { RUN_ANSWERED, RUN_EMPTY };
 
+/* suggestWhichBrokerId as RocketMQ's PullMessageProcessor: only with
+ * slaveReadEnable, the group's whichBrokerWhenConsumeSlowly when the read
+ * was far behind the log's end, else the group's brokerId; the master (0)
+ * otherwise. */
+static int64_t suggest_broker(struct broker *b, const struct pq *q, int far_behind)
+{
+    if (!b->cfg.slave_read_enable)
+        return 0;
+    const struct meta_group *g = meta_group_get(b->meta, q->group);
+    struct meta_group def;
+    if (!g) {
+        meta_group_defaults(&def, q->group);
+        g = &def;
+    }
+    return far_behind ? g->which_broker_when_consume_slowly : g->broker_id;
+}
+
+/* A slave without slaveReadEnable serves no pull: PULL_RETRY_IMMEDIATELY
+ * with suggestWhichBrokerId 0 sends the consumer to the master. Unlike
+ * RocketMQ, which passes on whatever offset its read would have reached,
+ * nextBeginOffset stays the requested offset so nothing is skipped. */
+static void refuse_on_slave(struct broker *b, rmt_conn *c, int32_t opaque, uint8_t ser, const struct pq *q)
+{
+    rmt_cmd *r = brk_resp(b, RMT_RESP_PULL_RETRY_IMMEDIATELY);
+    r->opaque = opaque;
+    r->serialize = ser;
+    r->flag = RMT_FLAG_RESPONSE;
+    rmt_cmd_set_remark(r, "the slave does not serve reads (slaveReadEnable=false)");
+    rmt_cmd_set_ext_int(r, "suggestWhichBrokerId", 0);
+    rmt_cmd_set_ext_int(r, "nextBeginOffset", q->offset);
+    rmt_cmd_set_ext_int(r, "minOffset", store_min_queue_offset(b->store, q->topic, q->qid));
+    rmt_cmd_set_ext_int(r, "maxOffset", store_max_queue_offset(b->store, q->topic, q->qid));
+    b->stats.get_miss++;
+    rmt_conn_send(c, r);
+}
+
 /* Runs the pull against the store. With `final`, always answers; otherwise
  * an empty result (nothing new, or nothing matching: the offset moves past
  * non-matching messages) is left unanswered for the caller to hold. */
@@ -183,6 +221,10 @@ static enum run_result run(struct pull_ctx *p, rmt_conn *c, int32_t opaque, uint
         .max_bytes = (uint32_t)b->cfg.max_transfer_bytes,
         .filter = q->filter.all ? NULL : tag_filter, .filter_ud = &q->filter, .views = p->views,
     };
+    if (b->cfg.role == BRK_SLAVE && !b->cfg.slave_read_enable) {
+        refuse_on_slave(b, c, opaque, ser, q);
+        return RUN_ANSWERED;
+    }
     struct store_get_result res;
     memset(&res, 0, sizeof res);
     enum store_get_status st = store_get(b->store, &gr, &res);
@@ -229,7 +271,7 @@ static enum run_result run(struct pull_ctx *p, rmt_conn *c, int32_t opaque, uint
     r->opaque = opaque;
     r->serialize = ser;
     r->flag = RMT_FLAG_RESPONSE;
-    rmt_cmd_set_ext_int(r, "suggestWhichBrokerId", 0);
+    rmt_cmd_set_ext_int(r, "suggestWhichBrokerId", suggest_broker(b, q, res.suggest_pulling_from_slave));
     rmt_cmd_set_ext_int(r, "nextBeginOffset", res.next_begin_offset);
     rmt_cmd_set_ext_int(r, "minOffset", res.min_offset);
     rmt_cmd_set_ext_int(r, "maxOffset", res.max_offset);

@@ -73,6 +73,7 @@ void store_config_defaults(struct store_config *c)
     c->disk_space_clean_forcibly_ratio = 85;
     c->disk_space_warning_level_ratio = 90;
     c->max_message_size = 4 * 1024 * 1024;
+    c->access_message_in_memory_max_ratio = 40;
     c->store_host = "127.0.0.1:10911";
     c->message_index_enable = 1;
     c->max_hash_slot_num = 5000000;
@@ -546,6 +547,9 @@ static int validate_config(const struct store_config *c)
         c->sync_flush_timeout_ms <= 0 || c->clean_resource_interval_ms <= 0) {
         log_error("store: flush/clean intervals and syncFlushTimeout must be positive"); return -EINVAL;
     }
+    if (c->access_message_in_memory_max_ratio < 0 || c->access_message_in_memory_max_ratio > 100) {
+        log_error("store: accessMessageInMemoryMaxRatio must be 0..100"); return -EINVAL;
+    }
     if (c->message_index_enable && (c->max_hash_slot_num < 1 || c->max_index_num < 2)) {
         log_error("store: maxHashSlotNum/maxIndexNum too small"); return -EINVAL;
     }
@@ -559,6 +563,18 @@ static void cond_init_mono(pthread_cond_t *cv)
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
     pthread_cond_init(cv, &a);
     pthread_condattr_destroy(&a);
+}
+
+/* Physical memory times ratio percent, read once: what a consumer may lag
+ * behind the log's end before reads are steered to a slave. Unknown memory
+ * size: never. */
+static int64_t slave_read_gap(int ratio)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psz <= 0)
+        return INT64_MAX;
+    uint64_t mem = (uint64_t)pages * (uint64_t)psz;
+    return (int64_t)(mem / 100 * (uint64_t)ratio + mem % 100 * (uint64_t)ratio / 100);
 }
 
 int store_open(const struct store_config *cfg, struct store **out)
@@ -581,6 +597,7 @@ int store_open(const struct store_config *cfg, struct store **out)
     cond_init_mono(&s->svc_cv);
     pthread_mutex_init(&s->cp_mu, NULL);
     s->writable = 1;
+    s->slave_read_gap = slave_read_gap(cfg->access_message_in_memory_max_ratio);
     s->qcap = 64;
     s->qtab = calloc(s->qcap, sizeof(*s->qtab));
     s->root = strdup(cfg->root_dir);
@@ -1110,11 +1127,13 @@ enum store_get_status store_get(struct store *s, const struct store_get_req *req
             int64_t log_min = cl_min_offset(s->cl);
             uint32_t scan_max = req->max_count * CQ_UNIT > 16000 ? req->max_count * CQ_UNIT : 16000;
             uint32_t i = 0;
+            int64_t last_phy = -1;
             for (; i < n && i < scan_max; i++) {
                 const uint8_t *e = ents + (size_t)i * CQ_UNIT;
                 int64_t phy = (int64_t)rd_u64be(e);
                 int32_t size = (int32_t)rd_u32be(e + 8);
                 int64_t tag = (int64_t)rd_u64be(e + 12);
+                last_phy = phy;
                 if (res->count >= req->max_count ||
                     (res->count && req->max_bytes && res->total_bytes + (uint64_t)size > req->max_bytes))
                     break;
@@ -1154,6 +1173,7 @@ enum store_get_status store_get(struct store *s, const struct store_get_req *req
                 res->status = STORE_GET_FOUND;
             }
             res->next_begin_offset = off + i;
+            res->suggest_pulling_from_slave = last_phy >= 0 && cl_max_offset(s->cl) - last_phy > s->slave_read_gap;
             mf_unref(cqseg);
         }
     }

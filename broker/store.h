@@ -73,6 +73,10 @@ struct store_config {
     int disk_space_clean_forcibly_ratio;   /* diskSpaceCleanForciblyRatio (85) */
     int disk_space_warning_level_ratio;    /* diskSpaceWarningLevelRatio (90) */
     uint32_t max_message_size;             /* maxMessageSize (4 MiB) */
+    /* accessMessageInMemoryMaxRatio (40): a read whose last message lies
+     * further behind the log's end than this percentage of the host's
+     * physical memory suggests pulling from a slave (0..100). */
+    int access_message_in_memory_max_ratio;
     const char *store_host;                /* "ip:port" written as STOREHOST and in msgIds */
     int message_index_enable;              /* messageIndexEnable (1) */
     uint32_t max_hash_slot_num;            /* maxHashSlotNum (5000000) */
@@ -235,6 +239,10 @@ struct store_get_result {
     int64_t max_offset;
     uint32_t count;             /* views filled */
     uint64_t total_bytes;
+    /* RocketMQ's suggestPullingFromSlave: the log's end is more than
+     * accessMessageInMemoryMaxRatio of physical memory past the last queue
+     * entry read (maxPhyOffsetPulling), so the rest is likely not cached. */
+    int suggest_pulling_from_slave;
     struct store_hold hold;     /* release with store_hold_release after use */
 };
 

@@ -78,6 +78,7 @@ struct store {
     int64_t cp_physic, cp_logics, cp_index;
 
     uint64_t put_count, put_bytes, get_count; /* atomics */
+    int64_t slave_read_gap;   /* bytes behind the log's end that suggest a slave */
     uint64_t tps_last_count;
     int64_t tps_last_ms;
     double tps;

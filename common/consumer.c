@@ -155,6 +155,7 @@ struct pq {
     int64_t consumed;          /* offset to commit; -1 none */
     int64_t committed;         /* last offset acknowledged / written */
     double master_down_until;  /* loop time before which reads go to a slave */
+    int64_t pull_from;         /* broker id the last answer suggested (suggestWhichBrokerId) */
     char addr[CLI_ADDR_MAX];   /* broker the last pull went to (commits follow it) */
     bool pulling, loading, dropped, seen;
     bool locked, lock_asked;   /* orderly: lock held / asked for at least once */
@@ -260,16 +261,21 @@ static const char *master_addr(cli_consumer *cs, const char *broker)
     return r ? cli_route_addr(r, broker, CLI_MASTER_ID) : NULL;
 }
 
-/* Where a queue is read (and its offset committed): the master of its
- * broker name, or a slave (lowest id) when the route has no master or the
- * master refused / dropped a connection within the last
- * CLI_MASTER_RETRY_MS. */
+/* Where a queue is read (and its offset committed): the broker id the last
+ * pull answer suggested if the route has an address for it (RocketMQ's
+ * PullAPIWrapper.recalculatePullFromWhichNode; commits and offset queries
+ * pass CLI_MASTER_ID), else the master of its broker name, or a slave
+ * (lowest id) when the route has no master or the master refused / dropped
+ * a connection within the last CLI_MASTER_RETRY_MS. */
 #define CLI_MASTER_RETRY_MS 5000
-static const char *read_addr(cli_consumer *cs, const char *broker, double master_down_until)
+static const char *read_addr(cli_consumer *cs, const char *broker, double master_down_until, int64_t want)
 {
     const struct cli_route *r = cli_route_cached(cs->c, cs->topic);
     if (!r)
         return NULL;
+    const char *w = want != CLI_MASTER_ID ? cli_route_addr(r, broker, want) : NULL;
+    if (w)
+        return w;
     const char *m = cli_route_addr(r, broker, CLI_MASTER_ID);
     if (m && ev_now(cli_client_loop(cs->c)) >= master_down_until)
         return m;
@@ -427,6 +433,7 @@ static void pull_done(const struct cli_pull_result *r, void *ud)
         schedule_pull(q, cs->o.pull_retry_ms);
         return;
     }
+    q->pull_from = r->suggest_broker;
     switch (r->status) {
     case CLI_PULL_FOUND: {
         size_t pos = 0;
@@ -481,6 +488,10 @@ static void pull_done(const struct cli_pull_result *r, void *ud)
     case CLI_PULL_NO_MATCHED_MSG:
         break;
     }
+    /* An answer that moved nothing and sends the next pull to the same
+     * broker (a slave that serves no reads while its master is down) is
+     * retried after pull_retry_ms, not at once. */
+    bool stuck = r->status == CLI_PULL_NO_MATCHED_MSG && r->next_begin == q->next_offset;
     q->next_offset = r->next_begin;
     q->consumed = r->next_begin;
     if (cs->o.model == CLI_BROADCASTING) {
@@ -488,7 +499,11 @@ static void pull_done(const struct cli_pull_result *r, void *ud)
         if (l)
             l->offset = q->consumed;
     }
-    do_pull(q);
+    const char *next = stuck ? read_addr(cs, q->broker, q->master_down_until, q->pull_from) : NULL;
+    if (next && strcmp(next, q->addr) == 0)
+        schedule_pull(q, cs->o.pull_retry_ms);
+    else
+        do_pull(q);
 }
 
 static void do_pull(struct pq *q)
@@ -498,7 +513,7 @@ static void do_pull(struct pq *q)
         return;
     if (orderly(cs) && !lock_fresh(q))
         return;
-    const char *addr = read_addr(cs, q->broker, q->master_down_until);
+    const char *addr = read_addr(cs, q->broker, q->master_down_until, q->pull_from);
     if (!addr) {
         schedule_pull(q, cs->o.pull_retry_ms);
         return;
@@ -584,7 +599,7 @@ static int commit_one(cli_consumer *cs, const char *broker, int qid, int64_t off
                       bool unlock_after)
 {
     struct pq *q = pq_find(cs, broker, qid);
-    const char *addr = read_addr(cs, broker, q ? q->master_down_until : 0);
+    const char *addr = read_addr(cs, broker, q ? q->master_down_until : 0, CLI_MASTER_ID);
     if (!addr)
         return -EHOSTUNREACH;
     struct commit_call *k = calloc(1, sizeof *k);
@@ -695,7 +710,7 @@ static void offset_step(struct offset_call *k)
 {
     cli_consumer *cs = k->cs;
     struct pq *q0 = pq_find(cs, k->broker, k->queue_id);
-    const char *addr = read_addr(cs, k->broker, q0 ? q0->master_down_until : 0);
+    const char *addr = read_addr(cs, k->broker, q0 ? q0->master_down_until : 0, CLI_MASTER_ID);
     int rc = -EHOSTUNREACH;
     if (addr) {
         snprintf(k->addr, sizeof k->addr, "%s", addr);

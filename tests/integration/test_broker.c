@@ -687,8 +687,8 @@ START_TEST(auto_create_permissions_and_size)
     ev_loop_destroy(loop);
     status = th_stop(br.pid, 10000);
     ck_assert(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    /* A slave refuses sends but still serves reads. */
-    const char *slave[] = { "brokerRole=SLAVE", "brokerId=1", NULL };
+    /* A slave refuses sends but still serves reads (with slaveReadEnable). */
+    const char *slave[] = { "brokerRole=SLAVE", "brokerId=1", "slaveReadEnable=true", NULL };
     br_start(&br, NULL, slave);
     loop = ev_loop_new(EVFLAG_AUTO);
     cl = new_client(loop);

@@ -2,9 +2,10 @@
  * loopback, a master and a slave of one brokerName. Replication byte for
  * byte, SYNC_MASTER guarantees across master and slave kills, consumer
  * failover to the slave and back, slave catch-up, divergent-tail
- * truncation, and a stalled (SIGSTOPped) slave standing in for a network
- * partition. Every daemon gets SIGKILL if a test process dies, and
- * graceful stops must exit 0. */
+ * truncation, a stalled (SIGSTOPped) slave standing in for a network
+ * partition, and consumers steered to the slave (suggestWhichBrokerId).
+ * Every daemon gets SIGKILL if a test process dies, and graceful stops
+ * must exit 0. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -354,7 +355,9 @@ static void start_pair(struct th_daemon *ns, struct th_daemon *m, struct th_daem
     snprintf(ha, sizeof ha, "haMasterAddress=%s", ns ? "" : "127.0.0.1:0");
     if (!ns)
         snprintf(ha, sizeof ha, "haMasterAddress=127.0.0.1:%d", m->ha_port);
-    const char *sx[] = { "brokerRole=SLAVE", "brokerId=1", ha, NULL };
+    /* The slaves of these tests serve reads (failover, checks of what
+     * they hold); without slaveReadEnable a slave refuses pulls. */
+    const char *sx[] = { "brokerRole=SLAVE", "brokerId=1", "slaveReadEnable=true", ha, NULL };
     br_start(s, ns ? ns->addr : NULL, sx);
 }
 
@@ -888,6 +891,185 @@ START_TEST(timer_message_on_master_slave_pair)
 }
 END_TEST
 
+/* One PULL_MESSAGE of queue 0 at off: the code, suggestWhichBrokerId,
+ * nextBeginOffset and the message count. */
+static int pull_raw(rmt_client *cl, const char *addr, int64_t off, int *code, int64_t *suggest, int64_t *next)
+{
+    rmt_cmd req;
+    rmt_cmd_init(&req, RMT_REQ_PULL_MESSAGE);
+    rmt_cmd_set_ext(&req, "consumerGroup", "CG_sr_raw");
+    rmt_cmd_set_ext(&req, "topic", "HaSugg");
+    rmt_cmd_set_ext_int(&req, "queueId", 0);
+    rmt_cmd_set_ext_int(&req, "queueOffset", off);
+    rmt_cmd_set_ext_int(&req, "maxMsgNums", 8);
+    rmt_cmd_set_ext_int(&req, "sysFlag", 4);
+    rmt_cmd_set_ext_int(&req, "commitOffset", 0);
+    rmt_cmd_set_ext_int(&req, "suspendTimeoutMillis", 0);
+    rmt_cmd_set_ext(&req, "subscription", "*");
+    rmt_cmd_set_ext_int(&req, "subVersion", 0);
+    rmt_cmd *resp = call(cl, addr, &req);
+    /* A slave knows the topic once its metadata copy ran. */
+    for (int i = 0; i < 100 && resp->code == RMT_RESP_TOPIC_NOT_EXIST; i++) {
+        rmt_cmd_free(resp);
+        usleep(50000);
+        resp = call(cl, addr, &req);
+    }
+    rmt_cmd_destroy(&req);
+    *code = resp->code;
+    *suggest = *next = -1;
+    rmt_cmd_ext_int(resp, "suggestWhichBrokerId", suggest);
+    rmt_cmd_ext_int(resp, "nextBeginOffset", next);
+    int n = 0;
+    for (size_t pos = 0; resp->code == 0 && pos < resp->body_len; n++) {
+        struct msg_record r;
+        int k = msg_record_decode(resp->body + pos, resp->body_len - pos, &r, 1);
+        ck_assert(k > 0);
+        pos += (size_t)k;
+    }
+    rmt_cmd_free(resp);
+    return n;
+}
+
+/* Waits until queue 0 of HaSugg on addr holds want entries (dispatch runs
+ * behind the append). */
+static void wait_dispatched(rmt_client *cl, const char *addr, int64_t want)
+{
+    int64_t max = -1;
+    for (long long end = th_now_ms() + 10000; th_now_ms() < end; usleep(20000)) {
+        rmt_cmd req, *resp = NULL;
+        rmt_cmd_init(&req, RMT_REQ_GET_MAX_OFFSET);
+        rmt_cmd_set_ext(&req, "topic", "HaSugg");
+        rmt_cmd_set_ext_int(&req, "queueId", 0);
+        int rc = call_try(cl, addr, &req, &resp);
+        rmt_cmd_destroy(&req);
+        max = -1;
+        if (rc == 0) {
+            if (resp->code == 0)
+                rmt_cmd_ext_int(resp, "offset", &max);
+            rmt_cmd_free(resp);
+        }
+        if (max >= want)
+            return;
+    }
+    ck_abort_msg("queue 0 of HaSugg on %s holds %lld entries, not %lld", addr, (long long)max, (long long)want);
+}
+
+static int count_msgs(cli_consumer *cs, const struct cli_msg_view *v, int n, void *ud)
+{
+    *(int *)ud += n;
+    return 0;
+}
+
+/* A managed consumer of group reads HaSugg from its first offset until it
+ * has want messages (or 15 s pass); returns how many it got. */
+static int consume_all(struct ev_loop *loop, const char *ns_addr, const char *group, int want)
+{
+    int got = 0, err = 0;
+    struct cli_opts co = { .namesrv_addr = ns_addr, .instance_name = group, .client_ip = "127.0.0.1",
+                           .timeout_ms = 2000, .route_refresh_ms = 500 };
+    cli_client *cc = cli_client_new(loop, &co, &err);
+    ck_assert_msg(cc, "client: %d", err);
+    struct cli_consumer_opts o = { .group = group, .topic = "HaSugg", .from = CLI_FROM_FIRST_OFFSET,
+                                   .batch_size = 8, .suspend_ms = 1000, .rebalance_ms = 500,
+                                   .heartbeat_ms = 1000, .pull_retry_ms = 100, .on_messages = count_msgs,
+                                   .ud = &got };
+    cli_consumer *cs = cli_consumer_new(cc, &o, &err);
+    ck_assert_msg(cs, "consumer: %d", err);
+    ck_assert_int_eq(cli_consumer_start(cs), 0);
+    for (long long end = th_now_ms() + 15000; got < want && th_now_ms() < end;)
+        run_ms(loop, 20);
+    cli_consumer_shutdown(cs, 3000);
+    cli_consumer_free(cs);
+    cli_client_free(cc);
+    return got;
+}
+
+static void sugg_start(struct th_daemon *ns, struct th_daemon *m, struct th_daemon *s, bool read_enable)
+{
+    const char *re = read_enable ? "slaveReadEnable=true" : "slaveReadEnable=false";
+    const char *mx[] = { "brokerId=0", re, "accessMessageInMemoryMaxRatio=0", NULL };
+    br_start(m, ns->addr, mx);
+    const char *sx[] = { "brokerRole=SLAVE", "brokerId=1", "haMasterAddress=", re, NULL };
+    br_start(s, ns->addr, sx);
+}
+
+/* suggestWhichBrokerId. With accessMessageInMemoryMaxRatio=0 every read
+ * counts as far behind the log's end. slaveReadEnable=false: the master
+ * still suggests itself (0), the slave refuses pulls (PULL_RETRY_IMMEDIATELY,
+ * suggest 0, offset unchanged) and a consumer reads only from the master.
+ * slaveReadEnable=true: the master suggests the group's
+ * whichBrokerWhenConsumeSlowly (1), the slave serves and suggests the
+ * group's brokerId (0: not behind at the default ratio), and the consumer
+ * follows the suggestion and gets messages from the slave. */
+START_TEST(suggest_pulling_from_slave)
+{
+    enum { N = 400 };
+    struct th_daemon ns = { 0 }, m = { 0 }, s = { 0 };
+    ns_start(&ns);
+    sugg_start(&ns, &m, &s, false);
+    struct ev_loop *loop = ev_loop_new(0);
+    rmt_client *cl = new_client(loop);
+    wait_slave_connected(cl, m.addr);
+    rmt_cmd req;
+    rmt_cmd_init(&req, RMT_REQ_UPDATE_AND_CREATE_TOPIC);
+    rmt_cmd_set_ext(&req, "topic", "HaSugg");
+    rmt_cmd_set_ext_int(&req, "readQueueNums", 4);
+    rmt_cmd_set_ext_int(&req, "writeQueueNums", 4);
+    rmt_cmd_set_ext_int(&req, "perm", 6);
+    rmt_cmd *resp = call(cl, m.addr, &req);
+    ck_assert_int_eq(resp->code, 0);
+    rmt_cmd_free(resp);
+    rmt_cmd_destroy(&req);
+    struct pipe p = { .loop = loop, .cl = cl, .addr = m.addr, .topic = "HaSugg", .tag = "g", .total = N,
+                      .window = 64, .body_size = 100 };
+    pipe_run(&p);
+    ck_assert_int_eq(p.acked, N);
+    wait_dispatched(cl, m.addr, N / 4);
+    wait_dispatched(cl, s.addr, N / 4);
+
+    int code, n;
+    int64_t sugg, next;
+    n = pull_raw(cl, m.addr, 0, &code, &sugg, &next);
+    ck_assert_msg(code == 0 && n == 8 && sugg == 0, "master, slaveReadEnable=false: code %d, %d msgs, suggest %lld",
+                  code, n, (long long)sugg);
+    n = pull_raw(cl, s.addr, 0, &code, &sugg, &next);
+    ck_assert_msg(code == RMT_RESP_PULL_RETRY_IMMEDIATELY && n == 0 && sugg == 0 && next == 0,
+                  "slave, slaveReadEnable=false: code %d, %d msgs, suggest %lld, next %lld", code, n,
+                  (long long)sugg, (long long)next);
+    int got = consume_all(loop, ns.addr, "CG_sr1", N);
+    long long from_slave = rt_int(cl, s.addr, "msgGetTotalTodayNow");
+    printf("slaveReadEnable=false: consumer got %d of %d, %lld from the slave\n", got, N, from_slave);
+    ck_assert_int_ge(got, N);
+    ck_assert_int_eq(from_slave, 0);
+
+    d_stop(&m);
+    d_stop(&s);
+    sugg_start(&ns, &m, &s, true);
+    wait_slave_connected(cl, m.addr);
+    wait_dispatched(cl, m.addr, N / 4);
+    wait_dispatched(cl, s.addr, N / 4);
+    n = pull_raw(cl, m.addr, 0, &code, &sugg, &next);
+    ck_assert_msg(code == 0 && n == 8 && sugg == 1, "master, slaveReadEnable=true: code %d, %d msgs, suggest %lld",
+                  code, n, (long long)sugg);
+    n = pull_raw(cl, s.addr, 0, &code, &sugg, &next);
+    ck_assert_msg(code == 0 && n == 8 && sugg == 0, "slave, slaveReadEnable=true: code %d, %d msgs, suggest %lld",
+                  code, n, (long long)sugg);
+    long long before = rt_int(cl, s.addr, "msgGetTotalTodayNow");
+    got = consume_all(loop, ns.addr, "CG_sr2", N);
+    from_slave = rt_int(cl, s.addr, "msgGetTotalTodayNow") - before;
+    printf("slaveReadEnable=true: consumer got %d of %d, %lld from the slave\n", got, N, from_slave);
+    ck_assert_int_ge(got, N);
+    ck_assert_int_gt(from_slave, 0);
+
+    rmt_client_free(cl);
+    ev_loop_destroy(loop);
+    pipe_free(&p);
+    d_finish(&m);
+    d_finish(&s);
+    d_finish(&ns);
+}
+END_TEST
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -901,6 +1083,7 @@ int main(void)
     tcase_add_test(tc, divergent_slave_truncates);
     tcase_add_test(tc, stalled_slave_partition);
     tcase_add_test(tc, timer_message_on_master_slave_pair);
+    tcase_add_test(tc, suggest_pulling_from_slave);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
