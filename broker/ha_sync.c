@@ -21,11 +21,12 @@
 #include "log.h"
 #include "registrar.h"
 #include "schedule.h"
+#include "timer.h"
 
 #define HS_TIMEOUT_MS 5000
 #define HS_KEY_MAX (META_TOPIC_NAME_MAX + META_GROUP_NAME_MAX + 2)
 
-enum hs_step { HS_TOPICS, HS_GROUPS, HS_OFFSETS, HS_DELAY, HS_DONE };
+enum hs_step { HS_TOPICS, HS_GROUPS, HS_OFFSETS, HS_DELAY, HS_TIMER, HS_DONE };
 
 struct local_commit {
     char key[HS_KEY_MAX];   /* topic@group */
@@ -328,23 +329,87 @@ static int apply_delay(struct hs *h, json_t *root)
     return 0;
 }
 
+/* The master's timer checkpoint: RocketMQ's TimerCheckpoint encoding, seven
+ * big-endian int64 (lastReadTimeMs, lastTimerLogFlushPos,
+ * lastTimerQueueOffset, masterTimerQueueOffset, then the data version's
+ * stateVersion, timestamp and counter; older masters send the first four). */
+#define TIMER_CP_LEN 56
+#define TIMER_CP_MIN 32
+
+static int apply_timer(struct hs *h, const rmt_cmd *resp)
+{
+    if (resp->body_len < TIMER_CP_MIN)
+        return -EBADMSG;
+    int64_t read_ms = (int64_t)rd_u64be(resp->body), queue_off = (int64_t)rd_u64be(resp->body + 16);
+    if (read_ms < 0 || queue_off < 0)
+        return -EBADMSG;
+    tmr_follow(h->b->timer, read_ms, queue_off);
+    return 0;
+}
+
+void hs_on_timer_check_point(struct broker *b, rmt_conn *c, rmt_cmd *req)
+{
+    struct tmr_checkpoint cp;
+    if (!b->timer || b->cfg.role == BRK_SLAVE) {
+        brk_err(b, c, req, RMT_RESP_SYSTEM_ERROR, "no timer checkpoint here (a slave, or timerWheelEnable=false)");
+        return;
+    }
+    tmr_get_checkpoint(b->timer, &cp);
+    if (cp.seq == 0) {
+        brk_err(b, c, req, RMT_RESP_SYSTEM_ERROR, "no timer checkpoint here (timerWheelEnable=false)");
+        return;
+    }
+    uint8_t v[TIMER_CP_LEN];
+    wr_u64be(v, (uint64_t)cp.deliver_ms);
+    wr_u64be(v + 8, (uint64_t)cp.log_end);
+    wr_u64be(v + 16, (uint64_t)cp.queue_offset);
+    wr_u64be(v + 24, (uint64_t)cp.queue_offset);
+    wr_u64be(v + 32, 0);
+    wr_u64be(v + 40, (uint64_t)brk_now_ms());
+    wr_u64be(v + 48, cp.seq);
+    brk_resp(b, RMT_RESP_SUCCESS);
+    if (buf_append(&b->body, v, sizeof v)) {
+        brk_err(b, c, req, RMT_RESP_SYSTEM_ERROR, "out of memory");
+        return;
+    }
+    brk_reply(b, c, req, true);
+}
+
 static void on_answer(int status, rmt_cmd *resp, void *ud)
 {
     struct hs *h = ud;
     if (status == -ECANCELED)
         return;
     static const char *const what[] = { "GET_ALL_TOPIC_CONFIG", "GET_ALL_SUBSCRIPTIONGROUP_CONFIG",
-                                        "GET_ALL_CONSUMER_OFFSET", "GET_ALL_DELAY_OFFSET" };
+                                        "GET_ALL_CONSUMER_OFFSET", "GET_ALL_DELAY_OFFSET",
+                                        "GET_TIMER_CHECK_POINT" };
     char why[256];
     if (status) {
         snprintf(why, sizeof why, "%s: %s", what[h->step], strerror(-status));
         round_end(h, false, why);
         return;
     }
+    if (h->step == HS_TIMER && resp->code != RMT_RESP_SUCCESS) {
+        /* a master without timer messages: nothing to follow */
+        h->step++;
+        next_step(h);
+        return;
+    }
     if (resp->code != RMT_RESP_SUCCESS) {
         snprintf(why, sizeof why, "%s answered code %d %s", what[h->step], resp->code,
                  rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "");
         round_end(h, false, why);
+        return;
+    }
+    if (h->step == HS_TIMER) {
+        if (apply_timer(h, resp)) {
+            snprintf(why, sizeof why, "GET_TIMER_CHECK_POINT: a body of %u bytes is not a timer checkpoint",
+                     (unsigned)resp->body_len);
+            round_end(h, false, why);
+            return;
+        }
+        h->step++;
+        next_step(h);
         return;
     }
     char jerr[160];
@@ -374,7 +439,8 @@ static void on_answer(int status, rmt_cmd *resp, void *ud)
 static void next_step(struct hs *h)
 {
     static const int codes[] = { RMT_REQ_GET_ALL_TOPIC_CONFIG, RMT_REQ_GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
-                                 RMT_REQ_GET_ALL_CONSUMER_OFFSET, RMT_REQ_GET_ALL_DELAY_OFFSET };
+                                 RMT_REQ_GET_ALL_CONSUMER_OFFSET, RMT_REQ_GET_ALL_DELAY_OFFSET,
+                                 RMT_REQ_GET_TIMER_CHECK_POINT };
     if (h->step == HS_DONE) {
         round_end(h, true, NULL);
         return;

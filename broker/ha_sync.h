@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "remoting.h"
 
 /* Extension field of UPDATE_CONSUMER_OFFSET marking a slave's flow-back. */
 #define HS_FLOW_BACK_FIELD "rmqHaFlowBack"
@@ -53,6 +54,9 @@ void hs_start(struct hs *h);
 void hs_set_master(struct hs *h, const char *addr);
 /* Slave: a consumer committed an offset here. Returns 0 or -ENOMEM. */
 int hs_local_commit(struct hs *h, const char *topic, const char *group, uint32_t queue_id, int64_t offset);
+/* Master: answers a slave's GET_TIMER_CHECK_POINT with the timer's latest
+ * durable checkpoint (RocketMQ's TimerCheckpoint encoding). */
+void hs_on_timer_check_point(struct broker *b, rmt_conn *c, rmt_cmd *req);
 /* Appends runtime-info pairs ("key":"value", comma-first) for
  * GET_BROKER_RUNTIME_INFO. Returns 0 or -ENOMEM. */
 int hs_runtime_info(struct hs *h, struct buf *out);

@@ -217,6 +217,9 @@ static void on_request(rmt_conn *c, rmt_cmd *req, void *ud)
     case RMT_REQ_GET_ALL_DELAY_OFFSET:
         sched_on_delay_offsets(b->sched, c, req);
         return;
+    case RMT_REQ_GET_TIMER_CHECK_POINT:
+        hs_on_timer_check_point(b, c, req);
+        return;
     case RMT_REQ_END_TRANSACTION:
         tx_on_end(b->tx, c, req);
         return;
@@ -404,23 +407,24 @@ int main(int argc, char **argv)
         meta_close(b->meta);
         return 1;
     }
-    if (b->cfg.role != BRK_SLAVE) {
-        tmr_config_defaults(&timer_cfg);
-        snprintf(timer_dir, sizeof timer_dir, "%.511s/timer", b->cfg.store_root);
-        timer_cfg.root_dir = timer_dir;
-        timer_cfg.enable = b->cfg.timer_enable;
-        timer_cfg.max_delay_sec = b->cfg.timer_max_delay_sec;
-        timer_cfg.precision_ms = (int)b->cfg.timer_precision_ms;
-        rc = tmr_open(b->store, &timer_cfg, &b->timer);
-        if (rc) {
-            log_error("cannot open the timer wheel under %s: %s", timer_dir, strerror(-rc));
-            ha_free(b->ha);
-            store_close(b->store);
-            meta_close(b->meta);
-            return 1;
-        }
-        b->tmr_cfg = &timer_cfg;
+    /* a slave's timer follows the master's (tmr_follow), ready for promotion */
+    tmr_config_defaults(&timer_cfg);
+    snprintf(timer_dir, sizeof timer_dir, "%.511s/timer", b->cfg.store_root);
+    timer_cfg.root_dir = timer_dir;
+    timer_cfg.enable = b->cfg.timer_enable;
+    timer_cfg.max_delay_sec = b->cfg.timer_max_delay_sec;
+    timer_cfg.precision_ms = (int)b->cfg.timer_precision_ms;
+    timer_cfg.follower = b->cfg.role == BRK_SLAVE;
+    rc = tmr_open(b->store, &timer_cfg, &b->timer);
+    if (rc) {
+        log_error("cannot open the timer wheel under %s: %s", timer_dir, strerror(-rc));
+        ha_free(b->ha);
+        store_close(b->store);
+        meta_close(b->meta);
+        return 1;
     }
+    if (b->cfg.role != BRK_SLAVE)
+        b->tmr_cfg = &timer_cfg;
     b->hs = hs_new(b);
     b->send = b->hs ? send_new(b) : NULL;
     b->sched = b->send ? sched_new(b) : NULL;

@@ -100,6 +100,7 @@ struct tmr {
     int stop;
 
     struct tmr_stats st;      /* atomics */
+    struct tmr_checkpoint cp; /* atomics: the latest durable checkpoint */
 };
 
 static int64_t real_ms(void)
@@ -616,6 +617,10 @@ static int checkpoint(struct tmr *t)
         return -e;
     }
     t->cp_seq = seq;
+    ST(t->cp.deliver_ms, t->deq_ms);
+    ST(t->cp.queue_offset, t->enq_off);
+    ST(t->cp.log_end, t->log_end);
+    ST(t->cp.seq, seq);
     /* segments whose every entry was delivered before this checkpoint */
     while (t->seg_n > 1 && mfq_count(&t->log) > 1 && t->seg_max[0] < t->deq_ms) {
         struct mfile *f = mfq_first(&t->log);
@@ -923,6 +928,14 @@ void tmr_follow(struct tmr *t, int64_t deliver_ms, int64_t queue_offset)
     pthread_mutex_lock(&t->mu);
     pthread_cond_signal(&t->cv);
     pthread_mutex_unlock(&t->mu);
+}
+
+void tmr_get_checkpoint(struct tmr *t, struct tmr_checkpoint *cp)
+{
+    cp->deliver_ms = LD(t->cp.deliver_ms);
+    cp->queue_offset = LD(t->cp.queue_offset);
+    cp->log_end = LD(t->cp.log_end);
+    cp->seq = LD(t->cp.seq);
 }
 
 void tmr_get_stats(struct tmr *t, struct tmr_stats *st)

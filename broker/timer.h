@@ -115,6 +115,16 @@ struct tmr_stats {
 };
 void tmr_get_stats(struct tmr *t, struct tmr_stats *st);
 
+/* What the latest durable checkpoint holds (what a master tells its
+ * slaves: RocketMQ's TimerCheckpoint). */
+struct tmr_checkpoint {
+    int64_t deliver_ms;         /* every slot before it delivered (lastReadTimeMs) */
+    int64_t queue_offset;       /* timer queue read below it (lastTimerQueueOffset) */
+    int64_t log_end;            /* timer log durable below it (lastTimerLogFlushPos) */
+    uint64_t seq;               /* checkpoint sequence number */
+};
+void tmr_get_checkpoint(struct tmr *t, struct tmr_checkpoint *cp);
+
 /* Follower mode (a slave): the timer links what replication brings into
  * its own wheel and log but never delivers, since the master's deliveries
  * arrive through replication too; its delivery position follows the

@@ -891,6 +891,86 @@ START_TEST(timer_message_on_master_slave_pair)
 }
 END_TEST
 
+/* Sends one timer message (TIMER_DELAY_MS) to topic/queue 0, waiting for
+ * the slave's acknowledgement on a SYNC_MASTER. */
+static void send_timer_msg(rmt_client *cl, const char *addr, const char *topic, const char *delay_ms,
+                           const char *body)
+{
+    char props[256];
+    size_t len = 0;
+    msg_prop_append(props, sizeof props, &len, MSG_PROP_TIMER_DELAY_MS, delay_ms, strlen(delay_ms));
+    msg_prop_append(props, sizeof props, &len, MSG_PROP_WAIT_STORE_MSG_OK, "true", 4);
+    props[len] = 0;
+    rmt_cmd req;
+    rmt_cmd_init(&req, 0);
+    build_send(&req, topic, 0, props, body, strlen(body));
+    rmt_cmd *resp = call(cl, addr, &req);
+    ck_assert_msg(resp->code == 0, "timer send answered %d %s", resp->code,
+                  rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "");
+    rmt_cmd_free(resp);
+    rmt_cmd_destroy(&req);
+}
+
+/* The slave's timer follows the master's (GET_TIMER_CHECK_POINT): it links
+ * the pending message without delivering anything, drops what the master
+ * delivered, and once promoted (the master killed, the slave restarted as
+ * master on its own data) delivers the pending message on time and does
+ * not deliver the already delivered one again. */
+START_TEST(timer_follows_master_and_survives_promotion)
+{
+    struct th_daemon ns = { 0 }, m = { 0 }, s = { 0 };
+    start_pair(&ns, &m, &s, "brokerRole=SYNC_MASTER", "flushDiskType=ASYNC_FLUSH", "timerPrecisionMs=100");
+    struct ev_loop *loop = ev_loop_new(0);
+    rmt_client *cl = new_client(loop);
+    wait_slave_connected(cl, m.addr);
+    send_timer_msg(cl, m.addr, "HaPromo", "1000", "early");
+    long long t0 = th_now_ms();
+    for (int i = 0; i < 500 && pull_count(cl, m.addr, "HaPromo", 0, NULL, 0) == 0; i++)
+        usleep(20000);
+    ck_assert_int_eq(pull_count(cl, m.addr, "HaPromo", 0, NULL, 0), 1);
+    send_timer_msg(cl, m.addr, "HaPromo", "7000", "late");
+    long long due = th_now_ms() + 7000;
+    /* the follower has linked "late" and dropped "early" (delivered by the
+     * master), and delivered nothing itself */
+    long long pend = -1, enq = -1;
+    for (int i = 0; i < 300; i++) {
+        pend = rt_int(cl, s.addr, "timerPending");
+        enq = rt_int(cl, s.addr, "timerEnqueued");
+        if (pend == 1 && enq >= 1)
+            break;
+        usleep(20000);
+    }
+    ck_assert_msg(pend == 1, "the slave's timer holds %lld pending messages (want 1)", pend);
+    ck_assert_int_eq(rt_int(cl, s.addr, "timerDelivered"), 0);
+    wait_caught_up(cl, m.addr, s.addr, 10000);
+    usleep(1200 * 1000); /* one more sync round: the slave's checkpoint has the master's position */
+    th_kill(m.pid);
+    m.pid = 0;
+    d_stop(&s);
+    const char *promo[] = { "brokerRole=ASYNC_MASTER", "brokerId=0", "timerPrecisionMs=100", NULL };
+    br_start(&s, ns.addr, promo);
+    rmt_client_free(cl); /* its connection went with the old process */
+    cl = new_client(loop);
+    usleep(1500 * 1000);
+    ck_assert_msg(th_now_ms() < due - 500, "too slow to check before the due time");
+    ck_assert_int_eq(pull_count(cl, s.addr, "HaPromo", 0, NULL, 0), 1); /* "early" once, "late" not yet */
+    int got = 1;
+    while (th_now_ms() < due + 5000 && (got = pull_count(cl, s.addr, "HaPromo", 0, NULL, 0)) < 2)
+        usleep(50000);
+    ck_assert_msg(got == 2, "the promoted broker holds %d messages of the timer topic (want 2)", got);
+    long long late_ms = th_now_ms() - due;
+    usleep(500 * 1000);
+    ck_assert_int_eq(pull_count(cl, s.addr, "HaPromo", 0, NULL, 0), 2);
+    printf("timer: promoted slave delivered the pending message %lld ms after its due time (t0 + %lld ms)\n",
+           late_ms, th_now_ms() - t0);
+    rmt_client_free(cl);
+    ev_loop_destroy(loop);
+    th_rmtree(m.dir);
+    d_finish(&s);
+    d_finish(&ns);
+}
+END_TEST
+
 /* One PULL_MESSAGE of queue 0 at off: the code, suggestWhichBrokerId,
  * nextBeginOffset and the message count. */
 static int pull_raw(rmt_client *cl, const char *addr, int64_t off, int *code, int64_t *suggest, int64_t *next)
@@ -1083,6 +1163,7 @@ int main(void)
     tcase_add_test(tc, divergent_slave_truncates);
     tcase_add_test(tc, stalled_slave_partition);
     tcase_add_test(tc, timer_message_on_master_slave_pair);
+    tcase_add_test(tc, timer_follows_master_and_survives_promotion);
     tcase_add_test(tc, suggest_pulling_from_slave);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
