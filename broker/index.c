@@ -378,22 +378,25 @@ size_t idx_query(struct idx_service *s, const char *key, size_t klen, int64_t be
 
 int idx_flush(struct idx_service *s, int64_t *ts)
 {
+    /* the idx_file may be freed once the lock is gone (a truncation or
+     * retention removes it); the segment lives on through its reference */
     pthread_mutex_lock(&s->lock);
     struct idx_file *f = s->n ? s->v[s->n - 1] : NULL;
-    if (f)
-        mf_ref(f->mf);
+    struct mfile *mf = f ? f->mf : NULL;
+    int64_t t = f ? LD(f->end_ts) : 0;
+    if (mf)
+        mf_ref(mf);
     pthread_mutex_unlock(&s->lock);
-    if (!f) {
+    if (!mf) {
         *ts = 0;
         return 0;
     }
-    int64_t t = LD(f->end_ts);
     int rc = 0;
-    if (msync(f->mf->base, f->mf->size, MS_SYNC) < 0) {
+    if (msync(mf->base, mf->size, MS_SYNC) < 0) {
         rc = -errno;
-        log_error("store: index flush of %s failed: %s", f->mf->path, strerror(errno));
+        log_error("store: index flush of %s failed: %s", mf->path, strerror(errno));
     }
-    mf_unref(f->mf);
+    mf_unref(mf);
     if (rc == 0)
         *ts = t;
     return rc;
@@ -403,14 +406,14 @@ void idx_release(struct idx_service *s)
 {
     for (size_t i = 0;; i++) {
         pthread_mutex_lock(&s->lock);
-        struct idx_file *f = i < s->n ? s->v[i] : NULL;
-        if (f)
-            mf_ref(f->mf);
+        struct mfile *mf = i < s->n ? s->v[i]->mf : NULL;
+        if (mf)
+            mf_ref(mf);
         pthread_mutex_unlock(&s->lock);
-        if (!f)
+        if (!mf)
             return;
-        mf_release(f->mf, 4096, (int64_t)f->mf->size);
-        mf_unref(f->mf);
+        mf_release(mf, 4096, (int64_t)mf->size);
+        mf_unref(mf);
     }
 }
 

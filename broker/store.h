@@ -189,8 +189,9 @@ struct store_hold {
     void *seg[STORE_HOLD_MAX];
     int n;
     int64_t cold_lo, cold_hi; /* log span read behind the trail (empty: lo == hi) */
+    int sequential;           /* the reader goes on after cold_hi (a pull, not a lookup) */
 };
-#define STORE_HOLD_INIT { { 0 }, 0, 0, 0 }
+#define STORE_HOLD_INIT { { 0 }, 0, 0, 0, 0 }
 void store_hold_release(struct store_hold *h);
 
 /* A view of one stored record, straight into the mapped log. */

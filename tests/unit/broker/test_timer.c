@@ -381,10 +381,10 @@ START_TEST(follower_follows_and_promotes)
     tc.follower = 1;
     struct tmr *t = NULL;
     ck_assert_int_eq(tmr_open(s, &tc, &t), 0);
-    /* timer queue offsets: 0 A due at once, 1 B in 2.5 s, 2 C in 4 s, 3 D
+    /* timer queue offsets: 0 A due at once, 1 B in 2.5 s, 2 C in 6 s, 3 D
      * and 4 E due at once; A, D and E are more than a slot in the past
      * when the follower reads them */
-    int64_t delay[5] = { 100, 2500, 4000, 100, 100 };
+    int64_t delay[5] = { 100, 2500, 6000, 100, 100 };
     for (int i = 0; i < 5; i++)
         ck_assert_int_eq(send_timer(s, "RT", 0, i, MSG_PROP_TIMER_DELAY_MS, delay[i]), 1);
     sleep_ms(1300);
@@ -404,7 +404,7 @@ START_TEST(follower_follows_and_promotes)
     ck_assert_uint_eq(st.pending, 2);
     sleep_ms(1500); /* B is due: a follower does not deliver it */
     ck_assert_int_eq(store_max_queue_offset(s, "RT", 0), 0);
-    tmr_follow(t, now_ms(), 4); /* the master delivered B and D */
+    tmr_follow(t, now_ms() + 600, 4); /* the master delivered B (its slot too) and D */
     for (int i = 0; i < 300; i++) {
         tmr_get_stats(t, &st);
         if (st.pending == 1 && st.enqueue_offset == 4)
@@ -420,7 +420,7 @@ START_TEST(follower_follows_and_promotes)
     struct got g;
     memset(&g, 0, sizeof(g));
     int64_t off = 0;
-    for (int i = 0; i < 400 && g.count < 2; i++) {
+    for (int i = 0; i < 600 && g.count < 2; i++) {
         collect(s, "RT", 0, &off, &g);
         sleep_ms(10);
     }
