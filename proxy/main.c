@@ -20,6 +20,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "proxy.h"
+#include "renew.h"
 
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 
@@ -52,7 +53,23 @@ const struct cfg_key px_cfg_keys[] = {
     { .name = "maxInvisibleTimeMills", .type = CFG_INT, .offset = S(max_invisible_ms), .min = 1000,
       .max = 7 * 86400000LL, .def = "43200000", .help = "Longest invisible duration (ms)" },
     { .name = "defaultInvisibleTimeMills", .type = CFG_INT, .offset = S(default_invisible_ms), .min = 1000,
-      .max = 86400000, .def = "60000", .help = "Invisible duration of push-consumer receives (ms)" },
+      .max = 86400000, .def = "60000",
+      .help = "Invisible duration of push-consumer receives (auto_renew) until the first renewal (ms)" },
+    { .name = "renewAheadTimeMillis", .type = CFG_INT, .offset = S(renew_ahead_ms), .min = 100,
+      .max = 86400000, .def = "10000",
+      .help = "Renew a push consumer's receipt handle this long before its invisible time ends (ms)" },
+    { .name = "renewSliceTimeMillis", .type = CFG_INT, .offset = S(renew_slice_ms), .min = 1000,
+      .max = 86400000, .def = "60000",
+      .help = "Invisible time one renewal gives (ms); must exceed renewAheadTimeMillis" },
+    { .name = "renewMaxTimeMillis", .type = CFG_INT, .offset = S(renew_max_ms), .min = 0,
+      .max = 7 * 86400000LL, .def = "10800000",
+      .help = "Stop renewing a message this long after it was received (ms)" },
+    { .name = "invisibleTimeMillisWhenClear", .type = CFG_INT, .offset = S(clear_invisible_ms), .min = 0,
+      .max = 86400000, .def = "1000",
+      .help = "Messages held for a client that went away become visible again after this (ms)" },
+    { .name = "renewMaxEntries", .type = CFG_INT, .offset = S(renew_max_entries), .min = 0, .max = 10000000,
+      .def = "100000",
+      .help = "Most receipt handles renewed at once; beyond, messages are not renewed (0 = no auto-renewal)" },
     { .name = "defaultMaxDeliveryAttempts", .type = CFG_INT, .offset = S(max_delivery_attempts), .min = 1,
       .max = 1000, .def = "17", .help = "Delivery attempts told to consumers whose group config is unknown" },
     { .name = "heartbeatIntervalMillis", .type = CFG_INT, .offset = S(heartbeat_ms), .min = 1000,
@@ -85,6 +102,7 @@ static void on_stop(void *ud)
     dmn_notify("STOPPING=1");
     log_info("proxy stopping: letting calls in flight finish");
     ev_timer_stop(px->loop, &px->heartbeat);
+    px_renew_stop(px);
     px_grpc_server_shutdown(px->srv, 3.0, stopped, px);
 }
 
@@ -108,6 +126,11 @@ int main(int argc, char **argv)
     acl *admin = acl_parse(px.cfg.admin_allow, err, sizeof err);
     if (!admin) {
         fprintf(stderr, "proxy: adminAllowList: %s\n", err);
+        return 2;
+    }
+    if (px.cfg.renew_slice_ms <= px.cfg.renew_ahead_ms) {
+        fprintf(stderr, "proxy: renewSliceTimeMillis (%lld) must exceed renewAheadTimeMillis (%lld)\n",
+                (long long)px.cfg.renew_slice_ms, (long long)px.cfg.renew_ahead_ms);
         return 2;
     }
     if (px.cfg.advertised[0]) {
@@ -145,7 +168,7 @@ int main(int argc, char **argv)
     gc.conn_window = 4 * 1024 * 1024;
     gc.idle_timeout = 0;
     px.srv = px_grpc_server_new(px.loop, &gc);
-    if (!px.brk || !px.srv || px_telemetry_init(&px) || px_service_register(&px)) {
+    if (!px.brk || !px.srv || px_telemetry_init(&px) || px_renew_init(&px) || px_service_register(&px)) {
         log_error("proxy: out of memory at start");
         return 1;
     }
@@ -163,21 +186,24 @@ int main(int argc, char **argv)
 
     ev_run(px.loop, 0);
 
+    px_renew_release_all(&px, 1.0);
     dmn_signals_stop(px.loop);
     ev_timer_stop(px.loop, &px.heartbeat);
     px_telemetry_free(&px);
     px_grpc_server_free(px.srv);
     rmt_client_free(px.brk);
+    px_renew_free(&px);
     cli_client_free(px.cli);
     for (int i = 0; i < 3; i++)
         ev_run(px.loop, EVRUN_NOWAIT);
     px_ops_free(&px);
     px_arena_release();
     acl_free(admin);
-    log_info("proxy stopped (sent %llu, failed %llu, receives %llu, messages received %llu, acks %llu)",
+    log_info("proxy stopped (sent %llu, failed %llu, receives %llu, messages received %llu, acks %llu, "
+             "renewals %llu)",
              (unsigned long long)px.stats.sends, (unsigned long long)px.stats.send_failures,
              (unsigned long long)px.stats.receives, (unsigned long long)px.stats.received_msgs,
-             (unsigned long long)px.stats.acks);
+             (unsigned long long)px.stats.acks, (unsigned long long)px.stats.renewals);
     ev_loop_destroy(px.loop);
     return 0;
 }

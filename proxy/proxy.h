@@ -11,6 +11,9 @@
  * lives in a px_op taken from a free list, so steady-state traffic does not
  * allocate either.
  *
+ * Receipt handles given to push consumers (auto_renew) are the one piece of
+ * per-message state: renew.c keeps them invisible while the client works.
+ *
  * Brokers reach the proxy too: CHECK_TRANSACTION_STATE arrives on the broker
  * connections of px->brk (the proxy heartbeats as the producer groups of its
  * clients) and is forwarded to a client's Telemetry stream (telemetry.c).
@@ -52,6 +55,11 @@ struct px_settings {
     int64_t min_invisible_ms;
     int64_t max_invisible_ms;
     int64_t default_invisible_ms;  /* receives with auto_renew (push consumers) */
+    int64_t renew_ahead_ms;        /* renew this long before a handle expires */
+    int64_t renew_slice_ms;        /* each renewal hides the message this long */
+    int64_t renew_max_ms;          /* renew for at most this long after the receive */
+    int64_t clear_invisible_ms;    /* invisible time left to messages of a gone client */
+    int64_t renew_max_entries;     /* most handles renewed at once (0 = no auto-renewal) */
     int64_t max_delivery_attempts; /* told to consumers: retryMaxTimes + 1 */
     int64_t heartbeat_ms;
     int64_t max_connections;
@@ -66,9 +74,10 @@ extern const struct cfg_key px_cfg_keys[];
 
 struct px_clients;
 struct px_op;
+struct px_renew;
 
 struct px_stats {
-    uint64_t sends, send_failures, receives, received_msgs, acks, tx_checks;
+    uint64_t sends, send_failures, receives, received_msgs, acks, tx_checks, renewals;
 };
 
 struct px {
@@ -78,6 +87,7 @@ struct px {
     cli_client *cli;               /* routes from the nameservers */
     rmt_client *brk;               /* every broker request; answers broker callbacks */
     struct px_clients *clients;    /* telemetry sessions (telemetry.c) */
+    struct px_renew *renew;        /* auto-renewed receipt handles (renew.c) */
     struct msg_uniq_gen uniq;
     char ip[64];                   /* our address, used as born host */
     uint16_t port;
@@ -202,6 +212,8 @@ void px_telemetry_free(struct px *px);
 void px_telemetry_half_close(struct px *px, struct px_grpc_call *call);
 /* Broker-initiated requests (CHECK_TRANSACTION_STATE, ...). */
 void px_on_broker_request(rmt_conn *conn, rmt_cmd *req, void *ud);
+/* Whether a client (x-mq-client-id) has a Telemetry session here. */
+bool px_telemetry_has_client(struct px *px, const char *client_id);
 /* Whether a client (x-mq-client-id) has announced FIFO consumption for a group. */
 bool px_telemetry_group_fifo(struct px *px, const char *group);
 /* Producer group the proxy uses on behalf of clients publishing to topic

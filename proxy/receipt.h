@@ -11,7 +11,8 @@
  * and the receipt handle given to a client is that plus " commitLogOffset".
  * ACK_MESSAGE and CHANGE_MESSAGE_INVISIBLETIME carry the handle as extraInfo,
  * so everything an ack needs travels inside the handle; the proxy keeps no
- * state per received message.
+ * state per received message, except for the handles it renews for push
+ * consumers (renew.h).
  */
 #ifndef RMQ_PX_RECEIPT_H
 #define RMQ_PX_RECEIPT_H

@@ -12,6 +12,13 @@
  * CHANGE_MESSAGE_INVISIBLETIME can be rebuilt from the handle alone.
  * Dead-lettering is CONSUMER_SEND_MSG_BACK with delayLevel -1 followed by an
  * ack of the popped message.
+ *
+ * Receives with auto_renew (push consumers) pop with
+ * defaultInvisibleTimeMills and register every handle delivered with the
+ * renewal registry (renew.h), which keeps the messages invisible while the
+ * client works on them. Ack, change of invisible time and dead-lettering
+ * first take the handle from there: after a renewal the broker knows the
+ * message only under the latest check point.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -23,8 +30,12 @@
 #include "log.h"
 #include "proxy.h"
 #include "receipt.h"
+#include "renew.h"
 
 #define MAX_BATCH 32
+/* op->kind bits of a receive. */
+#define RECV_SQL 1
+#define RECV_AUTO_RENEW 2
 #define MAX_RECV_MSGS 64
 
 static struct px_msg_out msg_out[MAX_RECV_MSGS];
@@ -37,6 +48,13 @@ static char handles[MAX_RECV_MSGS][PX_HANDLE_MAX];
 static int64_t dur_ms(const Google__Protobuf__Duration *d)
 {
     return d ? d->seconds * 1000 + d->nanos / 1000000 : 0;
+}
+
+/* Makes handle the one op's request goes to the broker with. */
+static int set_handle(struct px_op *op, const char *handle)
+{
+    buf_reset(&op->props);
+    return buf_append(&op->props, handle, strlen(handle) + 1);
 }
 
 static void recv_finish(struct px_op *op, px_code code, const char *fmt, ...)
@@ -166,6 +184,13 @@ static void recv_found(struct px_op *op, rmt_cmd *resp)
         dr.delivery_timestamp = &ts;
         rc = px_grpc_call_send_pb(op->call, &dr.base);
     }
+    if (rc == 0 && (op->kind & RECV_AUTO_RENEW)) {
+        /* Only for a client whose session can tell when it goes away. */
+        const char *cid = px_grpc_call_header(op->call, "x-mq-client-id");
+        if (cid && px_telemetry_has_client(px, cid))
+            for (int i = 0; i < n; i++)
+                px_renew_add(px, cid, op->group, op->topic, handles[i]);
+    }
     if (rc == 0)
         px_grpc_call_finish(op->call, PX_GRPC_OK, NULL);
     else if (rc != -ECANCELED)
@@ -232,7 +257,7 @@ static void pop_route(int status, const struct cli_route *r, const char *errmsg,
     if (!rc) rc = rmt_cmd_set_ext_int(c, "pollTime", poll);
     if (!rc) rc = rmt_cmd_set_ext_int(c, "bornTime", px_now_ms());
     if (!rc) rc = rmt_cmd_set_ext_int(c, "initMode", 1);
-    if (!rc) rc = rmt_cmd_set_ext(c, "expType", op->kind ? "SQL92" : "TAG");
+    if (!rc) rc = rmt_cmd_set_ext(c, "expType", (op->kind & RECV_SQL) ? "SQL92" : "TAG");
     if (!rc) rc = rmt_cmd_set_ext(c, "exp", filter);
     if (!rc) rc = rmt_cmd_set_ext(c, "order", op->i3 ? "true" : "false");
     if (!rc && op->str[0]) rc = rmt_cmd_set_ext(c, "attemptId", op->str);
@@ -302,11 +327,12 @@ static void receive_message(struct px *px, struct px_grpc_call *call, const uint
     op->i2 = batch;
     op->started = (double)invisible;
     op->i3 = px_telemetry_group_fifo(px, op->group);
-    op->kind = 0;
+    op->kind = req->auto_renew ? RECV_AUTO_RENEW : 0;
     if (req->filter_expression && req->filter_expression->expression &&
         *req->filter_expression->expression) {
-        op->kind = req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL;
-        if (!op->kind) {
+        if (req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
+            op->kind |= RECV_SQL;
+        } else {
             struct cli_sub sub;
             char err[128];
             if (cli_sub_parse(req->filter_expression->expression, &sub, err, sizeof err)) {
@@ -444,6 +470,34 @@ static void ack_route(int status, const struct cli_route *r, const char *errmsg,
     ack_send(op, &h, ack_resp);
 }
 
+/* Sends one ack entry once its handle (op->props) is final. */
+static void ack_go(struct px_op *op)
+{
+    struct px_handle h;
+    if (px_handle_decode((const char *)op->props.data, op->props.len - 1, &h)) {
+        ack_child_done(op, PXC(INVALID_RECEIPT_HANDLE), "receipt handle is malformed");
+        return;
+    }
+    if (px_broker_addr(op->px, op->topic, h.broker)) {
+        ack_send(op, &h, ack_resp);
+    } else {
+        int rc = px_with_route(op->px, op->topic, ack_route, op);
+        if (rc)
+            ack_route(rc, NULL, "route lookup could not start", op);
+    }
+}
+
+static void ack_taken(void *ud, int status, const char *handle)
+{
+    struct px_op *op = ud;
+    if (status)
+        ack_child_done(op, px_code_from_errno(status), "the proxy is shutting down");
+    else if (set_handle(op, handle))
+        ack_child_done(op, PXC(INTERNAL_SERVER_ERROR), "out of memory");
+    else
+        ack_go(op);
+}
+
 static void ack_message(struct px *px, struct px_grpc_call *call, const uint8_t *msg, size_t len)
 {
     const ProtobufCMessageDescriptor *d = &apache__rocketmq__v2__ack_message_response__descriptor;
@@ -495,14 +549,15 @@ static void ack_message(struct px *px, struct px_grpc_call *call, const uint8_t 
         op->index = i;
         px_copy(op->group, sizeof op->group, req->group->name);
         px_copy(op->topic, sizeof op->topic, req->topic->name);
-        buf_append(&op->props, rh, strlen(rh) + 1);
-        if (px_broker_addr(px, op->topic, h.broker)) {
-            ack_send(op, &h, ack_resp);
-        } else {
-            int rc = px_with_route(px, op->topic, ack_route, op);
-            if (rc)
-                ack_route(rc, NULL, "route lookup could not start", op);
+        char latest[PX_HANDLE_MAX];
+        int taken = px_renew_take(px, op->group, op->topic, rh, latest, sizeof latest, ack_taken, op);
+        if (taken == 2)
+            continue;
+        if (set_handle(op, taken == 1 ? latest : rh)) {
+            ack_child_done(op, PXC(INTERNAL_SERVER_ERROR), "out of memory");
+            continue;
         }
+        ack_go(op);
     }
     if (--parent->pending == 0)
         ack_done(parent);
@@ -585,6 +640,38 @@ static void change_route(int status, const struct cli_route *r, const char *errm
     change_send(op);
 }
 
+/* Sends the change once its handle (op->props) is final. */
+static void change_go(struct px_op *op)
+{
+    struct px_handle h;
+    if (px_handle_decode((const char *)op->props.data, op->props.len - 1, &h)) {
+        px_reply_status(op->call, &apache__rocketmq__v2__change_invisible_duration_response__descriptor,
+                        PXC(INVALID_RECEIPT_HANDLE), "receipt handle is malformed");
+        px_op_put(op);
+        return;
+    }
+    if (px_broker_addr(op->px, op->topic, h.broker)) {
+        change_send(op);
+    } else {
+        int rc = px_with_route(op->px, op->topic, change_route, op);
+        if (rc)
+            change_route(rc, NULL, "route lookup could not start", op);
+    }
+}
+
+static void change_taken(void *ud, int status, const char *handle)
+{
+    struct px_op *op = ud;
+    const ProtobufCMessageDescriptor *d = &apache__rocketmq__v2__change_invisible_duration_response__descriptor;
+    if (status || set_handle(op, handle)) {
+        px_reply_status(op->call, d, status ? px_code_from_errno(status) : PXC(INTERNAL_SERVER_ERROR), "%s",
+                        status ? "the proxy is shutting down" : "out of memory");
+        px_op_put(op);
+        return;
+    }
+    change_go(op);
+}
+
 static void change_invisible(struct px *px, struct px_grpc_call *call, const uint8_t *msg, size_t len)
 {
     const ProtobufCMessageDescriptor *d = &apache__rocketmq__v2__change_invisible_duration_response__descriptor;
@@ -614,15 +701,17 @@ static void change_invisible(struct px *px, struct px_grpc_call *call, const uin
     }
     px_copy(op->group, sizeof op->group, req->group->name);
     px_copy(op->topic, sizeof op->topic, req->topic->name);
-    buf_append(&op->props, req->receipt_handle, strlen(req->receipt_handle) + 1);
     op->i1 = inv;
-    if (px_broker_addr(px, op->topic, h.broker)) {
-        change_send(op);
-    } else {
-        int rc = px_with_route(px, op->topic, change_route, op);
-        if (rc)
-            change_route(rc, NULL, "route lookup could not start", op);
+    char latest[PX_HANDLE_MAX];
+    int taken = px_renew_take(px, op->group, op->topic, req->receipt_handle, latest, sizeof latest, change_taken, op);
+    if (taken == 2)
+        return;
+    if (set_handle(op, taken == 1 ? latest : req->receipt_handle)) {
+        px_reply_status(call, d, PXC(INTERNAL_SERVER_ERROR), "out of memory");
+        px_op_put(op);
+        return;
     }
+    change_go(op);
 }
 
 static void dlq_reply(struct px_op *op, px_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -709,6 +798,34 @@ static void dlq_route(int status, const struct cli_route *r, const char *errmsg,
     dlq_send(op);
 }
 
+/* Starts the dead-lettering once its handle (op->props) is final. */
+static void dlq_go(struct px_op *op)
+{
+    struct px_handle h;
+    if (px_handle_decode((const char *)op->props.data, op->props.len - 1, &h)) {
+        dlq_reply(op, PXC(INVALID_RECEIPT_HANDLE), "receipt handle is malformed");
+        return;
+    }
+    if (px_broker_addr(op->px, op->topic, h.broker)) {
+        dlq_send(op);
+    } else {
+        int rc = px_with_route(op->px, op->topic, dlq_route, op);
+        if (rc)
+            dlq_route(rc, NULL, "route lookup could not start", op);
+    }
+}
+
+static void dlq_taken(void *ud, int status, const char *handle)
+{
+    struct px_op *op = ud;
+    if (status)
+        dlq_reply(op, px_code_from_errno(status), "the proxy is shutting down");
+    else if (set_handle(op, handle))
+        dlq_reply(op, PXC(INTERNAL_SERVER_ERROR), "out of memory");
+    else
+        dlq_go(op);
+}
+
 static void forward_dlq(struct px *px, struct px_grpc_call *call, const uint8_t *msg, size_t len)
 {
     const ProtobufCMessageDescriptor *d = &apache__rocketmq__v2__forward_message_to_dead_letter_queue_response__descriptor;
@@ -737,15 +854,16 @@ static void forward_dlq(struct px *px, struct px_grpc_call *call, const uint8_t 
     px_copy(op->group, sizeof op->group, req->group->name);
     px_copy(op->topic, sizeof op->topic, req->topic->name);
     px_copy(op->str, sizeof op->str, req->message_id);
-    buf_append(&op->props, req->receipt_handle, strlen(req->receipt_handle) + 1);
     op->i1 = req->max_delivery_attempts > 0 ? req->max_delivery_attempts - 1 : 0;
-    if (px_broker_addr(px, op->topic, h.broker)) {
-        dlq_send(op);
-    } else {
-        int rc = px_with_route(px, op->topic, dlq_route, op);
-        if (rc)
-            dlq_route(rc, NULL, "route lookup could not start", op);
+    char latest[PX_HANDLE_MAX];
+    int taken = px_renew_take(px, op->group, op->topic, req->receipt_handle, latest, sizeof latest, dlq_taken, op);
+    if (taken == 2)
+        return;
+    if (set_handle(op, taken == 1 ? latest : req->receipt_handle)) {
+        dlq_reply(op, PXC(INTERNAL_SERVER_ERROR), "out of memory");
+        return;
     }
+    dlq_go(op);
 }
 
 void px_receive_register(struct px *px)

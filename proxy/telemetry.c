@@ -14,10 +14,14 @@
  *    resolving a pending transaction sends CHECK_TRANSACTION_STATE here; the
  *    check is forwarded as RecoverOrphanedTransactionCommand to one of the
  *    Telemetry streams of a producer of that topic, and the producer's
- *    EndTransaction (send.c) finishes it.
+ *    EndTransaction (send.c) finishes it;
+ *  - when a client's last Telemetry stream ends (closed, cancelled, or
+ *    NotifyClientTermination), the messages the proxy was keeping invisible
+ *    for it (auto-renewal, renew.h) are handed back to the broker.
  *
  * Sessions live in a small array scanned linearly: lookups happen per
- * settings command, heartbeat tick and transaction check, never per message.
+ * settings command, heartbeat tick, transaction check and push-consumer
+ * receive answer, never per message.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -30,6 +34,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "receipt.h"
+#include "renew.h"
 
 #define MAX_TOPICS 32
 #define GROUP_TTL_MS 30000
@@ -68,12 +73,34 @@ static struct session *session_of(struct px_clients *cl, struct px_grpc_call *ca
     return NULL;
 }
 
-static void session_drop(struct px_clients *cl, struct px_grpc_call *call)
+static bool client_known(const struct px_clients *cl, const char *client_id)
 {
     for (int i = 0; i < cl->n; i++)
+        if (!strcmp(cl->s[i].client_id, client_id))
+            return true;
+    return false;
+}
+
+bool px_telemetry_has_client(struct px *px, const char *client_id)
+{
+    return px->clients && client_known(px->clients, client_id);
+}
+
+/* Ends a session; when it was the client's last, the messages the proxy
+ * kept invisible for it are handed back (renew.h). */
+static void session_drop(struct px *px, struct px_grpc_call *call)
+{
+    struct px_clients *cl = px->clients;
+    if (!cl)
+        return;
+    for (int i = 0; i < cl->n; i++)
         if (cl->s[i].call == call) {
+            char cid[sizeof cl->s[i].client_id];
+            memcpy(cid, cl->s[i].client_id, sizeof cid);
             px_grpc_call_unref(call);
             cl->s[i] = cl->s[--cl->n];
+            if (!client_known(cl, cid))
+                px_renew_client_gone(px, cid);
             return;
         }
 }
@@ -387,7 +414,7 @@ static void telemetry_msg(struct px *px, struct px_grpc_call *call, const uint8_
         (void *)px_unpack(&apache__rocketmq__v2__telemetry_command__descriptor, msg, len);
     if (!c) {
         px_grpc_call_finish(call, PX_GRPC_INVALID_ARGUMENT, "cannot decode TelemetryCommand");
-        session_drop(px->clients, call);
+        session_drop(px, call);
         return;
     }
     switch (c->command_case) {
@@ -405,13 +432,13 @@ static void telemetry_msg(struct px *px, struct px_grpc_call *call, const uint8_
 
 void px_telemetry_half_close(struct px *px, struct px_grpc_call *call)
 {
-    session_drop(px->clients, call);
+    session_drop(px, call);
     px_grpc_call_finish(call, PX_GRPC_OK, NULL);
 }
 
 static void telemetry_cancel(struct px *px, struct px_grpc_call *call, enum px_grpc_end_reason why)
 {
-    session_drop(px->clients, call);
+    session_drop(px, call);
 }
 
 static void heartbeat_rpc(struct px *px, struct px_grpc_call *call, const uint8_t *msg, size_t len)
@@ -453,7 +480,7 @@ static void notify_termination(struct px *px, struct px_grpc_call *call, const u
         if (!strcmp(cl->s[i].client_id, cid)) {
             struct px_grpc_call *t = cl->s[i].call;
             px_grpc_call_finish(t, PX_GRPC_OK, NULL);
-            session_drop(cl, t);
+            session_drop(px, t);
         } else {
             i++;
         }

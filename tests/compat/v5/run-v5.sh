@@ -5,7 +5,9 @@
 #   run-v5.sh NAMESRV_BIN BROKER_BIN PROXY_BIN      (or env NAMESRV_BIN, ...)
 # Installs the client into tests/compat/v5/node_modules with the configured
 # npm registry when it is missing. Exits non-zero on any failure; the
-# daemons are always stopped.
+# daemons are always stopped. The proxy keeps push consumers' messages
+# invisible for 3 s at a time (renewing 1 s before the end), so that a
+# listener slower than that shows whether the renewal works.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -70,6 +72,10 @@ wait_port "$broker_port" || fail "broker did not listen on $broker_port"
     --set bindAddress=127.0.0.1 \
     --set "namesrvAddr=127.0.0.1:$ns_port" \
     --set logLevel=${PROXY_LOG_LEVEL:-info} \
+    --set defaultInvisibleTimeMills=3000 \
+    --set renewAheadTimeMillis=1000 \
+    --set renewSliceTimeMillis=3000 \
+    --set grpcClientConsumerMaxLongPollingTimeoutMillis=3000 \
     >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
 wait_port "$proxy_port" || fail "proxy did not listen on $proxy_port"

@@ -8,6 +8,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const net = require('node:net');
+const { spawn } = require('node:child_process');
 const {
   Producer, SimpleConsumer, PushConsumer, FilterExpression, ConsumeResult,
 } = require('rocketmq-client-nodejs');
@@ -76,6 +77,13 @@ async function createGroup(group, { orderly = false, retryMaxTimes = 16 } = {}) 
 
 async function maxOffset(topic, queueId) {
   const r = await remoting(BROKER, 30, { topic, queueId: String(queueId) });
+  return r.code === 0 ? Number(r.ext.offset) : -1;
+}
+
+// The group's committed offset of a queue (QUERY_CONSUMER_OFFSET): with pop
+// consumption, the first offset still in flight (unacked).
+async function consumerOffset(group, topic, queueId) {
+  const r = await remoting(BROKER, 14, { consumerGroup: group, topic, queueId: String(queueId) });
   return r.code === 0 ? Number(r.ext.offset) : -1;
 }
 
@@ -215,6 +223,104 @@ test('PushConsumer consumes everything sent', async () => {
     assert.strictEqual(missing.length, 0, `${missing.length} of ${ids.length} messages never consumed`);
   } finally {
     await c.shutdown();
+    await p.shutdown();
+  }
+});
+
+test('PushConsumer: a listener slower than the invisible time gets each message once, and its ack sticks', async () => {
+  // run-v5.sh starts the proxy with defaultInvisibleTimeMills=3000,
+  // renewAheadTimeMillis=1000 and renewSliceTimeMillis=3000: the proxy must
+  // renew the receipt handles while the listener works for 6 s, and the
+  // client's acks (made with the handles it got) must reach the broker with
+  // the latest ones: otherwise the broker ignores them and the messages
+  // stay in flight, or come back.
+  const topic = uniq('V5Renew');
+  const group = uniq('GID_renew');
+  await createTopic(topic, 1);
+  await createGroup(group);
+  const p = await producer([ topic ]);
+  const runs = new Map();
+  let finished = 0;
+  const c = new PushConsumer({
+    endpoints: ENDPOINT, consumerGroup: group, logger: quiet, requestTimeout: 5000,
+    subscriptions: new Map([ [ topic, '*' ] ]),
+    messageListener: {
+      async consume(m) {
+        runs.set(m.messageId, (runs.get(m.messageId) || 0) + 1);
+        await sleep(6000);
+        finished++;
+        return ConsumeResult.SUCCESS;
+      },
+    },
+  });
+  await c.startup();
+  try {
+    await sleep(4000);
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await p.send({ topic, body: Buffer.from(`slow${i}`) })).messageId);
+    const end = Date.now() + 20000;
+    while (finished < ids.length && Date.now() < end) await sleep(100);
+    const missing = ids.filter(id => !runs.has(id));
+    assert.strictEqual(missing.length, 0, `${missing.length} of ${ids.length} messages never consumed`);
+    // An ack that missed the latest check point leaves the message to come
+    // back when its last renewal runs out (at most one 3 s slice).
+    await sleep(4000);
+    const twice = [ ...runs ].filter(([ , n ]) => n > 1).map(([ id, n ]) => `${id} x${n}`);
+    assert.deepStrictEqual(twice, [], 'messages delivered again (while being processed, or after the ack)');
+    assert.strictEqual(runs.size, ids.length, `listener saw ${runs.size} messages, ${ids.length} sent`);
+    const [ committed, max ] = [ await consumerOffset(group, topic, 0), await maxOffset(topic, 0) ];
+    assert.strictEqual(committed, max, `group offset ${committed} of ${max}: the acks did not reach the broker`);
+  } finally {
+    await c.shutdown();
+    await p.shutdown();
+  }
+});
+
+test('a push consumer killed while processing: the proxy hands its message to another consumer at once', async () => {
+  // The proxy keeps renewing the handle while the client lives; when its
+  // connection drops, the message must become visible after
+  // invisibleTimeMillisWhenClear (1 s), not after hours of renewals.
+  const topic = uniq('V5Gone');
+  const group = uniq('GID_gone');
+  await createTopic(topic, 1);
+  await createGroup(group);
+  const p = await producer([ topic ]);
+  const child = spawn(process.execPath, [ '-e', `
+    const { PushConsumer } = require('rocketmq-client-nodejs');
+    const quiet = { info() {}, warn() {}, error() {}, debug() {}, close() {} };
+    const c = new PushConsumer({
+      endpoints: ${JSON.stringify(ENDPOINT)}, consumerGroup: ${JSON.stringify(group)}, logger: quiet,
+      requestTimeout: 5000, subscriptions: new Map([ [ ${JSON.stringify(topic)}, '*' ] ]),
+      messageListener: { consume(m) { console.log('GOT ' + m.messageId); return new Promise(() => {}); } },
+    });
+    c.startup().then(() => console.log('STARTED'));
+  ` ], { stdio: [ 'ignore', 'pipe', 'inherit' ], env: process.env });
+  let out = '';
+  child.stdout.on('data', d => { out += d; });
+  const seen = async (what, ms) => {
+    const end = Date.now() + ms;
+    while (!out.includes(what) && Date.now() < end) await sleep(50);
+    return out.includes(what);
+  };
+  let c;
+  try {
+    assert.ok(await seen('STARTED', 15000), 'the push consumer process did not start');
+    await sleep(4000);
+    const r = await p.send({ topic, body: Buffer.from('held') });
+    assert.ok(await seen(`GOT ${r.messageId}`, 10000), 'the push consumer never got the message');
+    const got = Date.now();
+    c = await simpleConsumer(group, topic);
+    // Held past its first 3 s of invisibility: renewed at least once.
+    await sleep(Math.max(0, 4000 - (Date.now() - got)));
+    child.kill('SIGKILL');
+    const t0 = Date.now();
+    const again = await receiveUntil(c, g => g.length >= 1, 10000);
+    assert.strictEqual(again.length, 1, 'the message of the killed consumer was not delivered again within 10 s');
+    assert.strictEqual(again[0].messageId, r.messageId);
+    assert.ok(Date.now() - t0 < 6000, `delivered again only after ${Date.now() - t0} ms`);
+  } finally {
+    child.kill('SIGKILL');
+    if (c) await c.shutdown();
     await p.shutdown();
   }
 });
