@@ -166,6 +166,21 @@ static long long wait_caught_up(rmt_client *cl, const char *master, const char *
     return -1;
 }
 
+/* Creates topic with 4 read / 4 write queues, perm 6, on the broker at addr. */
+static void create_topic(rmt_client *cl, const char *addr, const char *topic)
+{
+    rmt_cmd req;
+    rmt_cmd_init(&req, RMT_REQ_UPDATE_AND_CREATE_TOPIC);
+    rmt_cmd_set_ext(&req, "topic", topic);
+    rmt_cmd_set_ext_int(&req, "readQueueNums", 4);
+    rmt_cmd_set_ext_int(&req, "writeQueueNums", 4);
+    rmt_cmd_set_ext_int(&req, "perm", 6);
+    rmt_cmd *resp = call(cl, addr, &req);
+    ck_assert_int_eq(resp->code, 0);
+    rmt_cmd_free(resp);
+    rmt_cmd_destroy(&req);
+}
+
 static size_t make_props(char *out, size_t cap, const char *key)
 {
     size_t len = 0;
@@ -478,16 +493,9 @@ START_TEST(master_kill9_failover_and_return)
     struct ev_loop *loop = ev_loop_new(0);
     rmt_client *cl = new_client(loop);
     wait_slave_connected(cl, m.addr);
+    create_topic(cl, m.addr, "HaFail");
     rmt_cmd req;
-    rmt_cmd_init(&req, RMT_REQ_UPDATE_AND_CREATE_TOPIC);
-    rmt_cmd_set_ext(&req, "topic", "HaFail");
-    rmt_cmd_set_ext_int(&req, "readQueueNums", 4);
-    rmt_cmd_set_ext_int(&req, "writeQueueNums", 4);
-    rmt_cmd_set_ext_int(&req, "perm", 6);
-    rmt_cmd *resp = call(cl, m.addr, &req);
-    ck_assert_int_eq(resp->code, 0);
-    rmt_cmd_free(resp);
-    rmt_cmd_destroy(&req);
+    rmt_cmd *resp;
 
     enum { N1 = 20000, N3 = 5000 };
     struct cons c = { .n = N1 + N3, .limit = N1 / 4 };
@@ -1091,16 +1099,7 @@ START_TEST(suggest_pulling_from_slave)
     struct ev_loop *loop = ev_loop_new(0);
     rmt_client *cl = new_client(loop);
     wait_slave_connected(cl, m.addr);
-    rmt_cmd req;
-    rmt_cmd_init(&req, RMT_REQ_UPDATE_AND_CREATE_TOPIC);
-    rmt_cmd_set_ext(&req, "topic", "HaSugg");
-    rmt_cmd_set_ext_int(&req, "readQueueNums", 4);
-    rmt_cmd_set_ext_int(&req, "writeQueueNums", 4);
-    rmt_cmd_set_ext_int(&req, "perm", 6);
-    rmt_cmd *resp = call(cl, m.addr, &req);
-    ck_assert_int_eq(resp->code, 0);
-    rmt_cmd_free(resp);
-    rmt_cmd_destroy(&req);
+    create_topic(cl, m.addr, "HaSugg");
     struct pipe p = { .loop = loop, .cl = cl, .addr = m.addr, .topic = "HaSugg", .tag = "g", .total = N,
                       .window = 64, .body_size = 100 };
     pipe_run(&p);
