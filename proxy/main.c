@@ -200,10 +200,12 @@ int main(int argc, char **argv)
     px_arena_release();
     acl_free(admin);
     log_info("proxy stopped (sent %llu, failed %llu, receives %llu, messages received %llu, acks %llu, "
-             "renewals %llu)",
+             "renewals %llu, broker ACK_MESSAGE %llu, BATCH_ACK_MESSAGE %llu carrying %llu)",
              (unsigned long long)px.stats.sends, (unsigned long long)px.stats.send_failures,
              (unsigned long long)px.stats.receives, (unsigned long long)px.stats.received_msgs,
-             (unsigned long long)px.stats.acks, (unsigned long long)px.stats.renewals);
+             (unsigned long long)px.stats.acks, (unsigned long long)px.stats.renewals,
+             (unsigned long long)px.stats.ack_requests, (unsigned long long)px.stats.batch_acks,
+             (unsigned long long)px.stats.batch_acked);
     ev_loop_destroy(px.loop);
     return 0;
 }

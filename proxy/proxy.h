@@ -78,6 +78,9 @@ struct px_renew;
 
 struct px_stats {
     uint64_t sends, send_failures, receives, received_msgs, acks, tx_checks, renewals;
+    /* Broker requests of AckMessage: ACK_MESSAGE, BATCH_ACK_MESSAGE, and
+     * the entries the batches carried. */
+    uint64_t ack_requests, batch_acks, batch_acked;
 };
 
 struct px {

@@ -19,6 +19,18 @@
  * client works on them. Ack, change of invisible time and dead-lettering
  * first take the handle from there: after a renewal the broker knows the
  * message only under the latest check point.
+ *
+ * An AckMessage with several entries is grouped per broker: the entries
+ * whose handle is final at once (not waiting for a renewal in flight) and
+ * whose broker address is cached go to that broker as one
+ * BATCH_ACK_MESSAGE, one BatchAck per check point (retry kind, queue,
+ * startOffset, popTime, invisibleTime, reviveQid) with a bit per acked
+ * offset, as RocketMQ's client encodes it. An entry alone on its broker,
+ * one whose offset does not fit a check point's bit set, one waiting for a
+ * renewal and one whose route must be looked up first each go as
+ * ACK_MESSAGE. Each entry's result is that of the request that carried it.
+ * Unlike ACK_MESSAGE, the broker (RocketMQ's too) does not check each
+ * offset of a batch against the queue's bounds.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -450,6 +462,8 @@ static void ack_send(struct px_op *op, const struct px_handle *h, rmt_response_f
     if (!rc) rc = rmt_cmd_set_ext(c, "bname", h->broker);
     if (!rc)
         rc = rmt_client_invoke(px->brk, addr, c, (int)px->cfg.request_timeout_ms, cb, op);
+    if (!rc)
+        px->stats.ack_requests++;
     if (rc)
         cb(rc, NULL, op);
 }
@@ -498,6 +512,208 @@ static void ack_taken(void *ud, int status, const char *handle)
         ack_go(op);
 }
 
+/* A BatchAck bit set holds offsets startOffset .. startOffset + this - 1. */
+#define BATCH_ACK_SPAN 4096
+
+/* Results of a BATCH_ACK_MESSAGE: the carrier op lists its entries'
+ * indices in aux; every entry gets the request's outcome. */
+static void batch_done(struct px_op *op, px_code code, const char *err)
+{
+    struct px_op *parent = op->parent;
+    struct ack_res *res = (struct ack_res *)parent->aux.data;
+    const int *idx = (const int *)op->aux.data;
+    int k = (int)(op->aux.len / sizeof(int));
+    for (int i = 0; i < k; i++) {
+        res[idx[i]].code = code;
+        px_copy(res[idx[i]].err, sizeof res[idx[i]].err, err ? err : "");
+    }
+    px_op_put(op);
+    parent->pending -= k;
+    if (parent->pending == 0)
+        ack_done(parent);
+}
+
+static void batch_resp(int status, rmt_cmd *resp, void *ud)
+{
+    struct px_op *op = ud;
+    char err[200];
+    if (status) {
+        snprintf(err, sizeof err, "broker %s: %s", op->broker, strerror(-status));
+        batch_done(op, px_code_from_errno(status), err);
+    } else if (resp->code != RMT_RESP_SUCCESS) {
+        snprintf(err, sizeof err, "broker %s: BATCH_ACK_MESSAGE answered %d: %s", op->broker, resp->code,
+                 rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "");
+        batch_done(op, px_code_from_remoting(PX_ROP_ACK, resp->code), err);
+    } else {
+        batch_done(op, PXC(OK), NULL);
+    }
+}
+
+/* Appends s as a JSON string. */
+static int json_str(struct buf *b, const char *s)
+{
+    int rc = buf_append_u8(b, '"');
+    for (; *s && !rc; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            rc = buf_printf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            rc = buf_printf(b, "\\u%04x", ch);
+        else
+            rc = buf_append_u8(b, ch);
+    }
+    return rc ? rc : buf_append_u8(b, '"');
+}
+
+/* Appends the bytes as a JSON string in standard base64 (how fastjson
+ * writes the byte[] of BitSet.toByteArray()). */
+static int json_b64(struct buf *b, const uint8_t *p, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    int rc = buf_append_u8(b, '"');
+    for (size_t i = 0; i < n && !rc; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n) v |= p[i + 2];
+        char q[4] = { tab[v >> 18], tab[(v >> 12) & 63], i + 1 < n ? tab[(v >> 6) & 63] : '=',
+                      i + 2 < n ? tab[v & 63] : '=' };
+        rc = buf_append(b, q, 4);
+    }
+    return rc ? rc : buf_append_u8(b, '"');
+}
+
+static bool same_ck(const struct px_handle *a, const struct px_handle *b)
+{
+    return a->topic_type == b->topic_type && a->queue_id == b->queue_id && a->start_offset == b->start_offset &&
+           a->retrieve_time == b->retrieve_time && a->invisible_time == b->invisible_time &&
+           a->revive_qid == b->revive_qid;
+}
+
+/* Builds the BatchAckMessageRequestBody of the k entries h[0..k) (one
+ * broker) into b. */
+static int batch_body(struct buf *b, const char *group, const char *topic, const struct px_handle *h, int k)
+{
+    bool done[k];
+    memset(done, 0, sizeof done);
+    buf_reset(b);
+    int rc = buf_append(b, "{\"brokerName\":", 14);
+    if (!rc) rc = json_str(b, h[0].broker);
+    if (!rc) rc = buf_append(b, ",\"acks\":[", 9);
+    bool first = true;
+    for (int i = 0; i < k && !rc; i++) {
+        if (done[i])
+            continue;
+        uint8_t bits[BATCH_ACK_SPAN / 8];
+        memset(bits, 0, sizeof bits);
+        int64_t top = 0;
+        for (int j = i; j < k; j++) {
+            if (done[j] || !same_ck(&h[i], &h[j]))
+                continue;
+            done[j] = true;
+            int64_t d = h[j].offset - h[j].start_offset;
+            bits[d / 8] |= (uint8_t)(1u << (d % 8));
+            if (d > top)
+                top = d;
+        }
+        /* The retry topic is named from group and topic by the broker for
+         * "1"; a v2 retry topic ('2') is given whole. */
+        char real[CLI_NAME_MAX * 2 + 16];
+        const char *t = topic, *retry = "0";
+        if (h[i].topic_type == '1') {
+            retry = "1";
+        } else if (h[i].topic_type == '2') {
+            if (px_handle_real_topic(&h[i], topic, group, real, sizeof real) < 0)
+                return -EINVAL;
+            t = real;
+        }
+        rc = buf_append(b, first ? "{\"c\":" : ",{\"c\":", first ? 5 : 6);
+        first = false;
+        if (!rc) rc = json_str(b, group);
+        if (!rc) rc = buf_append(b, ",\"t\":", 5);
+        if (!rc) rc = json_str(b, t);
+        if (!rc)
+            rc = buf_printf(b,
+                            ",\"r\":\"%s\",\"so\":%" PRId64 ",\"q\":%d,\"rq\":%d,\"pt\":%" PRId64
+                            ",\"it\":%" PRId64 ",\"b\":",
+                            retry, h[i].start_offset, h[i].queue_id, h[i].revive_qid, h[i].retrieve_time,
+                            h[i].invisible_time);
+        if (!rc) rc = json_b64(b, bits, (size_t)(top / 8 + 1));
+        if (!rc) rc = buf_append_u8(b, '}');
+    }
+    return rc ? rc : buf_append(b, "]}", 2);
+}
+
+/* Sends the entries ready[0..n) of one ack (handles final in their
+ * op->props): per broker one BATCH_ACK_MESSAGE for those that fit one, an
+ * ACK_MESSAGE for the rest. Each op accounts for one pending entry of its
+ * parent. */
+static void ack_plan(struct px *px, struct px_op **ready, int n)
+{
+    struct px_handle *h = malloc((size_t)(n > 0 ? n : 1) * sizeof *h);
+    if (!h) {
+        for (int i = 0; i < n; i++)
+            ack_go(ready[i]);
+        return;
+    }
+    /* ready[i] becomes NULL once it is on its way. */
+    for (int i = 0; i < n; i++) {
+        struct px_op *op = ready[i];
+        if (px_handle_decode((const char *)op->props.data, op->props.len - 1, &h[i]) ||
+            h[i].offset < h[i].start_offset || h[i].offset - h[i].start_offset >= BATCH_ACK_SPAN ||
+            !px_broker_addr(px, op->topic, h[i].broker)) {
+            ready[i] = NULL;
+            ack_go(op);
+        }
+    }
+    struct px_handle *mine = malloc((size_t)(n > 0 ? n : 1) * sizeof *mine);
+    for (int i = 0; i < n; i++) {
+        if (!ready[i])
+            continue;
+        struct px_op *carrier = ready[i];
+        int k = 0;
+        for (int j = i; j < n && mine; j++)
+            if (ready[j] && strcmp(h[j].broker, h[i].broker) == 0)
+                k++;
+        if (k < 2) {
+            ready[i] = NULL;
+            ack_go(carrier);
+            continue;
+        }
+        buf_reset(&carrier->aux);
+        int rc = buf_reserve(&carrier->aux, (size_t)k * sizeof(int));
+        k = 0;
+        for (int j = i; j < n && !rc; j++) {
+            if (!ready[j] || strcmp(h[j].broker, h[i].broker))
+                continue;
+            mine[k++] = h[j];
+            rc = buf_append(&carrier->aux, &ready[j]->index, sizeof(int));
+            if (j != i)
+                px_op_put(ready[j]);
+            ready[j] = NULL;
+        }
+        if (!rc) rc = batch_body(&carrier->body, carrier->group, carrier->topic, mine, k);
+        const char *addr = px_broker_addr(px, carrier->topic, h[i].broker);
+        px_copy(carrier->broker, sizeof carrier->broker, h[i].broker);
+        if (!rc && !addr)
+            rc = -EHOSTUNREACH;
+        if (!rc) {
+            px_copy(carrier->addr, sizeof carrier->addr, addr);
+            px_cmd_reset(px, &carrier->cmd, RMT_REQ_BATCH_ACK_MESSAGE);
+            rmt_cmd_set_body(&carrier->cmd, carrier->body.data, (uint32_t)carrier->body.len);
+            rc = rmt_client_invoke(px->brk, carrier->addr, &carrier->cmd, (int)px->cfg.request_timeout_ms,
+                                   batch_resp, carrier);
+            if (!rc) {
+                px->stats.batch_acks++;
+                px->stats.batch_acked += (uint64_t)k;
+            }
+        }
+        if (rc)
+            batch_resp(rc, NULL, carrier);
+    }
+    free(mine);
+    free(h);
+}
+
 static void ack_message(struct px *px, struct px_grpc_call *call, const uint8_t *msg, size_t len)
 {
     const ProtobufCMessageDescriptor *d = &apache__rocketmq__v2__ack_message_response__descriptor;
@@ -523,6 +739,8 @@ static void ack_message(struct px *px, struct px_grpc_call *call, const uint8_t 
     parent->i1 = n;
     parent->pending = n + 1;
     struct ack_res *res = (struct ack_res *)parent->aux.data;
+    struct px_op *ready[n];
+    int nready = 0;
     for (int i = 0; i < n; i++) {
         const Apache__Rocketmq__V2__AckMessageEntry *e = req->entries[i];
         const char *mid = e->message_id ? e->message_id : "";
@@ -557,8 +775,9 @@ static void ack_message(struct px *px, struct px_grpc_call *call, const uint8_t 
             ack_child_done(op, PXC(INTERNAL_SERVER_ERROR), "out of memory");
             continue;
         }
-        ack_go(op);
+        ready[nready++] = op;
     }
+    ack_plan(px, ready, nready);
     if (--parent->pending == 0)
         ack_done(parent);
 }

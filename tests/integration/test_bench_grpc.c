@@ -6,19 +6,29 @@
  * judged: every send is acknowledged or failed, every acknowledged message
  * comes back exactly once, and the group has no lag left. No speed is
  * asserted. Also the broker request the proxy reads a consumer group's
- * config with (GET_SUBSCRIPTIONGROUP_CONFIG, 352).
+ * config with (GET_SUBSCRIPTIONGROUP_CONFIG, 352), and the grouping of an
+ * AckMessage's entries into one BATCH_ACK_MESSAGE (a small blocking gRPC
+ * client sends ReceiveMessage / AckMessage; the broker requests are read
+ * from the counters the proxy logs when it stops).
  */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <ev.h>
 #include <jansson.h>
 
+#include "apache/rocketmq/v2/service.pb-c.h"
+#include "buf.h"
 #include "harness.h"
 #include "remoting.h"
 #include "rmt_codes.h"
@@ -122,13 +132,13 @@ static void stop_cluster(void)
     th_rmtree(g_dir);
 }
 
-/* Creates the topic and waits until its route is served. */
-static void make_topic(const char *topic)
+/* Creates the topic with `queues` queues and waits until its route is served. */
+static void make_topic_q(const char *topic, const char *queues)
 {
     char *out;
     long long t0 = th_now_ms();
-    while (run("RMQADMIN_BIN", &out, "updateTopic", "-n", g_ns, "-c", "GrpcBenchCluster", "-t", topic, "-r", "4",
-               "-w", "4", NULL) != 0) {
+    while (run("RMQADMIN_BIN", &out, "updateTopic", "-n", g_ns, "-c", "GrpcBenchCluster", "-t", topic, "-r",
+               queues, "-w", queues, NULL) != 0) {
         ck_assert_msg(th_now_ms() - t0 < 10000, "updateTopic kept failing: %s", out);
         usleep(200 * 1000);
     }
@@ -138,6 +148,11 @@ static void make_topic(const char *topic)
         ck_assert_msg(th_now_ms() - t0 < 10000, "no route for %s: %s", topic, out);
         usleep(200 * 1000);
     }
+}
+
+static void make_topic(const char *topic)
+{
+    make_topic_q(topic, "4");
 }
 
 START_TEST(grpc_send_receive_counts)
@@ -282,6 +297,284 @@ START_TEST(broker_get_subscription_group)
 }
 END_TEST
 
+/* One gRPC call to the proxy on its own HTTP/2 connection, blocking: the
+ * request message goes out framed, the response messages come back framed
+ * in rx (the caller frees it). Returns the grpc-status. */
+struct gcall {
+    const uint8_t *tx;
+    size_t tx_len, tx_off;
+    struct buf rx;
+    int grpc_status;
+    bool closed;
+};
+
+static int g_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                       const uint8_t *val, size_t vl, uint8_t flags, void *ud)
+{
+    (void)s, (void)f, (void)vl, (void)flags;
+    struct gcall *c = ud;
+    if (nl == 11 && memcmp(name, "grpc-status", 11) == 0)
+        c->grpc_status = atoi((const char *)val);
+    return 0;
+}
+
+static int g_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *d, size_t len, void *ud)
+{
+    (void)s, (void)flags, (void)sid;
+    ck_assert_int_eq(buf_append(&((struct gcall *)ud)->rx, d, len), 0);
+    return 0;
+}
+
+static int g_on_close(nghttp2_session *s, int32_t sid, uint32_t code, void *ud)
+{
+    (void)s, (void)sid, (void)code;
+    ((struct gcall *)ud)->closed = true;
+    return 0;
+}
+
+static ssize_t g_read(nghttp2_session *s, int32_t sid, uint8_t *out, size_t cap, uint32_t *flags,
+                      nghttp2_data_source *src, void *ud)
+{
+    (void)s, (void)sid, (void)src;
+    struct gcall *c = ud;
+    size_t n = c->tx_len - c->tx_off < cap ? c->tx_len - c->tx_off : cap;
+    memcpy(out, c->tx + c->tx_off, n);
+    c->tx_off += n;
+    if (c->tx_off == c->tx_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int grpc_call(const char *method, const ProtobufCMessage *req, struct gcall *c)
+{
+    memset(c, 0, sizeof *c);
+    c->grpc_status = -1;
+    size_t plen = protobuf_c_message_get_packed_size(req);
+    uint8_t *tx = malloc(plen + 5);
+    ck_assert_ptr_nonnull(tx);
+    tx[0] = 0;
+    wr_u32be(tx + 1, (uint32_t)plen);
+    protobuf_c_message_pack(req, tx + 5);
+    c->tx = tx;
+    c->tx_len = plen + 5;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    sin.sin_port = htons((uint16_t)atoi(strchr(g_px, ':') + 1));
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    nghttp2_session_callbacks *cb;
+    ck_assert_int_eq(nghttp2_session_callbacks_new(&cb), 0);
+    nghttp2_session_callbacks_set_on_header_callback(cb, g_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, g_on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, g_on_close);
+    nghttp2_session *s;
+    ck_assert_int_eq(nghttp2_session_client_new(&s, cb, c), 0);
+    nghttp2_session_callbacks_del(cb);
+    ck_assert_int_eq(nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, NULL, 0), 0);
+    char path[128];
+    snprintf(path, sizeof path, "/apache.rocketmq.v2.MessagingService/%s", method);
+    nghttp2_nv nv[7];
+    size_t n = 0;
+#define NV(a, b) nv[n++] = (nghttp2_nv){ (uint8_t *)(a), (uint8_t *)(b), strlen(a), strlen(b), 0 }
+    NV(":method", "POST");
+    NV(":scheme", "http");
+    NV(":path", path);
+    NV(":authority", g_px);
+    NV("content-type", "application/grpc");
+    NV("te", "trailers");
+    NV("x-mq-client-id", "ack-batch-test@1");
+#undef NV
+    nghttp2_data_provider prd = { .read_callback = g_read };
+    ck_assert_int_gt(nghttp2_submit_request(s, NULL, nv, n, &prd, NULL), 0);
+    long long t0 = th_now_ms();
+    while (!c->closed) {
+        ck_assert_msg(th_now_ms() - t0 < 20000, "%s did not finish", method);
+        const uint8_t *d;
+        ssize_t w;
+        while ((w = nghttp2_session_mem_send(s, &d)) > 0)
+            ck_assert_int_eq(send(fd, d, (size_t)w, MSG_NOSIGNAL), w);
+        ck_assert_int_ge(w, 0);
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        uint8_t rb[16384];
+        ssize_t r = read(fd, rb, sizeof rb);
+        ck_assert_msg(r > 0, "%s: the proxy closed the connection", method);
+        ck_assert_int_eq(nghttp2_session_mem_recv(s, rb, (size_t)r), r);
+    }
+    nghttp2_session_del(s);
+    close(fd);
+    free(tx);
+    return c->grpc_status;
+}
+
+/* The i-th framed message of rx (0 when there is none). */
+static int grpc_msg(const struct gcall *c, size_t *off, const uint8_t **m, size_t *len)
+{
+    if (*off + 5 > c->rx.len)
+        return 0;
+    *len = rd_u32be(c->rx.data + *off + 1);
+    ck_assert_uint_le(*off + 5 + *len, c->rx.len);
+    *m = c->rx.data + *off + 5;
+    *off += 5 + *len;
+    return 1;
+}
+
+#define ACK_MSGS 10
+
+/* Receives until `want` handles are collected (one queue, so one or a few
+ * pops); returns how many there are. */
+static int receive_handles(const char *topic, const char *group, char handles[][256], int want)
+{
+    Apache__Rocketmq__V2__Resource g = APACHE__ROCKETMQ__V2__RESOURCE__INIT, t = g;
+    g.name = (char *)group;
+    t.name = (char *)topic;
+    Apache__Rocketmq__V2__Broker br = APACHE__ROCKETMQ__V2__BROKER__INIT;
+    br.name = (char *)"broker-g";
+    Apache__Rocketmq__V2__MessageQueue mq = APACHE__ROCKETMQ__V2__MESSAGE_QUEUE__INIT;
+    mq.topic = &t;
+    mq.broker = &br;
+    Google__Protobuf__Duration inv = GOOGLE__PROTOBUF__DURATION__INIT, poll_d = inv;
+    inv.seconds = 60;
+    poll_d.seconds = 2;
+    Apache__Rocketmq__V2__FilterExpression fe = APACHE__ROCKETMQ__V2__FILTER_EXPRESSION__INIT;
+    fe.type = APACHE__ROCKETMQ__V2__FILTER_TYPE__TAG;
+    fe.expression = (char *)"*";
+    Apache__Rocketmq__V2__ReceiveMessageRequest req = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_REQUEST__INIT;
+    req.group = &g;
+    req.message_queue = &mq;
+    req.filter_expression = &fe;
+    req.batch_size = 32;
+    req.invisible_duration = &inv;
+    req.long_polling_timeout = &poll_d;
+    int n = 0;
+    long long t0 = th_now_ms();
+    while (n < want && th_now_ms() - t0 < 15000) {
+        struct gcall c;
+        ck_assert_int_eq(grpc_call("ReceiveMessage", &req.base, &c), 0);
+        size_t off = 0, len;
+        const uint8_t *m;
+        while (grpc_msg(&c, &off, &m, &len)) {
+            Apache__Rocketmq__V2__ReceiveMessageResponse *r =
+                apache__rocketmq__v2__receive_message_response__unpack(NULL, len, m);
+            ck_assert_ptr_nonnull(r);
+            if (r->content_case == APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_MESSAGE) {
+                ck_assert_int_lt(n, want);
+                snprintf(handles[n++], 256, "%s", r->message->system_properties->receipt_handle);
+            }
+            apache__rocketmq__v2__receive_message_response__free_unpacked(r, NULL);
+        }
+        buf_free(&c.rx);
+    }
+    return n;
+}
+
+/* The proxy's counters of broker ack requests, from its log once stopped. */
+static void proxy_ack_counters(long long *single, long long *batches, long long *carried)
+{
+    char path[128], line[1024];
+    snprintf(path, sizeof path, "%s/proxy.log", g_dir);
+    /* The counters are logged on the way out; how the process ends after
+     * that is not judged here. */
+    th_stop(g_px_pid, 10000);
+    g_px_pid = 0;
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    bool found = false;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "broker ACK_MESSAGE ");
+        if (p && sscanf(p, "broker ACK_MESSAGE %lld, BATCH_ACK_MESSAGE %lld carrying %lld", single, batches,
+                        carried) == 3)
+            found = true;
+    }
+    fclose(f);
+    ck_assert_msg(found, "the proxy logged no ack counters");
+}
+
+START_TEST(grpc_ack_is_batched)
+{
+    make_topic_q("GrpcAckTopic", "1");
+    char *out;
+    int rc = run("RMQBENCH_BIN", &out, "producer", "--transport", "grpc", "--endpoint", g_px, "-t", "GrpcAckTopic",
+                 "-s", "64", "--count", "10", "--json", NULL);
+    ck_assert_msg(rc == 0, "producer failed: %s", out);
+    json_t *j = json_of(out);
+    ck_assert_int_eq(jint(j, "acknowledged"), ACK_MSGS);
+    json_decref(j);
+
+    static char handles[ACK_MSGS + 2][256];
+    ck_assert_int_eq(receive_handles("GrpcAckTopic", "GrpcAckGroup", handles, ACK_MSGS), ACK_MSGS);
+    /* Two entries that cannot be acked: a malformed handle, and a valid one
+     * naming a broker the route does not know. */
+    snprintf(handles[ACK_MSGS], 256, "not a receipt handle");
+    char *at = strstr(handles[0], " broker-g ");
+    ck_assert_ptr_nonnull(at);
+    snprintf(handles[ACK_MSGS + 1], 256, "%.*s broker-x %s", (int)(at - handles[0]), handles[0], at + 10);
+
+    Apache__Rocketmq__V2__Resource g = APACHE__ROCKETMQ__V2__RESOURCE__INIT, t = g;
+    g.name = (char *)"GrpcAckGroup";
+    t.name = (char *)"GrpcAckTopic";
+    Apache__Rocketmq__V2__AckMessageEntry ent[ACK_MSGS + 2], *entp[ACK_MSGS + 2];
+    char ids[ACK_MSGS + 2][16];
+    /* Bad entries first, in the middle and last: results stay in place. */
+    int order[ACK_MSGS + 2] = { ACK_MSGS, 0, 1, 2, 3, 4, ACK_MSGS + 1, 5, 6, 7, 8, 9 };
+    for (int i = 0; i < ACK_MSGS + 2; i++) {
+        apache__rocketmq__v2__ack_message_entry__init(&ent[i]);
+        snprintf(ids[i], sizeof ids[i], "id-%d", order[i]);
+        ent[i].message_id = ids[i];
+        ent[i].receipt_handle = handles[order[i]];
+        entp[i] = &ent[i];
+    }
+    Apache__Rocketmq__V2__AckMessageRequest req = APACHE__ROCKETMQ__V2__ACK_MESSAGE_REQUEST__INIT;
+    req.group = &g;
+    req.topic = &t;
+    req.n_entries = ACK_MSGS + 2;
+    req.entries = entp;
+    struct gcall c;
+    ck_assert_int_eq(grpc_call("AckMessage", &req.base, &c), 0);
+    size_t off = 0, len;
+    const uint8_t *m;
+    ck_assert(grpc_msg(&c, &off, &m, &len));
+    Apache__Rocketmq__V2__AckMessageResponse *r = apache__rocketmq__v2__ack_message_response__unpack(NULL, len, m);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->status->code, APACHE__ROCKETMQ__V2__CODE__MULTIPLE_RESULTS);
+    ck_assert_uint_eq(r->n_entries, ACK_MSGS + 2);
+    for (int i = 0; i < ACK_MSGS + 2; i++) {
+        ck_assert_str_eq(r->entries[i]->message_id, ids[i]);
+        ck_assert_str_eq(r->entries[i]->receipt_handle, handles[order[i]]);
+        int want = order[i] < ACK_MSGS ? APACHE__ROCKETMQ__V2__CODE__OK
+                                       : APACHE__ROCKETMQ__V2__CODE__INVALID_RECEIPT_HANDLE;
+        ck_assert_msg((int)r->entries[i]->status->code == want, "entry %d (%s): code %d (%s), want %d", i,
+                      handles[order[i]], r->entries[i]->status->code, r->entries[i]->status->message, want);
+    }
+    apache__rocketmq__v2__ack_message_response__free_unpacked(r, NULL);
+    buf_free(&c.rx);
+
+    /* The acks took effect: the group has no lag and nothing comes back. */
+    long long t0 = th_now_ms();
+    for (;;) {
+        rc = run("RMQADMIN_BIN", &out, "consumerProgress", "-n", g_ns, "-g", "GrpcAckGroup", "-t", "GrpcAckTopic",
+                 "--json", NULL);
+        if (rc == 0) {
+            j = json_of(out);
+            long long lag = jint(j, "diffTotal");
+            json_decref(j);
+            if (lag == 0)
+                break;
+        }
+        ck_assert_msg(th_now_ms() - t0 < 10000, "group still lags after the batch ack: %s", out);
+        usleep(200 * 1000);
+    }
+    /* Ten entries of one queue went as one BATCH_ACK_MESSAGE; the bad two
+     * never reached the broker. */
+    long long single, batches, carried;
+    proxy_ack_counters(&single, &batches, &carried);
+    ck_assert_int_eq(single, 0);
+    ck_assert_int_eq(batches, 1);
+    ck_assert_int_eq(carried, ACK_MSGS);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("bench-grpc");
@@ -292,6 +585,12 @@ int main(void)
     tcase_add_test(tc, grpc_errors_are_reported);
     tcase_add_test(tc, broker_get_subscription_group);
     suite_add_tcase(s, tc);
+    /* Its own cluster: the test stops the proxy to read its counters. */
+    TCase *tack = tcase_create("ack");
+    tcase_set_timeout(tack, 120);
+    tcase_add_unchecked_fixture(tack, start_cluster, stop_cluster);
+    tcase_add_test(tack, grpc_ack_is_batched);
+    suite_add_tcase(s, tack);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);
