@@ -17,6 +17,7 @@
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -474,20 +475,24 @@ static void proxy_ack_counters(long long *single, long long *batches, long long 
 {
     char path[128], line[1024];
     snprintf(path, sizeof path, "%s/proxy.log", g_dir);
-    /* The counters are logged on the way out; how the process ends after
-     * that is not judged here. */
-    th_stop(g_px_pid, 10000);
-    g_px_pid = 0;
-    FILE *f = fopen(path, "r");
-    ck_assert_ptr_nonnull(f);
+    /* The counters are logged on the way out. The proxy is a child of the
+     * fixture's process, not of this (forked) test, so it cannot be reaped
+     * here: stop_cluster does that; this waits for the line. */
+    kill(g_px_pid, SIGTERM);
     bool found = false;
-    while (fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "broker ACK_MESSAGE ");
-        if (p && sscanf(p, "broker ACK_MESSAGE %lld, BATCH_ACK_MESSAGE %lld carrying %lld", single, batches,
-                        carried) == 3)
-            found = true;
+    for (long long end = th_now_ms() + 10000; !found && th_now_ms() < end;) {
+        FILE *f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        while (fgets(line, sizeof line, f)) {
+            const char *p = strstr(line, "broker ACK_MESSAGE ");
+            if (p && sscanf(p, "broker ACK_MESSAGE %lld, BATCH_ACK_MESSAGE %lld carrying %lld", single, batches,
+                            carried) == 3)
+                found = true;
+        }
+        fclose(f);
+        if (!found)
+            usleep(20 * 1000);
     }
-    fclose(f);
     ck_assert_msg(found, "the proxy logged no ack counters");
 }
 
