@@ -595,6 +595,7 @@ static int timer_info(struct broker *b, struct buf *o, bool *f)
     int64_t max = store_max_queue_offset(b->store, TMR_TOPIC, TMR_QUEUE_ID);
     int rc = kv(o, f, "timerWheelEnable", "%s", b->cfg.timer_enable ? "true" : "false");
     rc = rc ? rc : kv(o, f, "timerOffsetBehind", "%lld", (long long)(max > t.enqueue_offset ? max - t.enqueue_offset : 0));
+    rc = rc ? rc : kv(o, f, "timerEnqueueOffset", "%lld", (long long)t.enqueue_offset);
     rc = rc ? rc : kv(o, f, "timerPending", "%llu", (unsigned long long)t.pending);
     rc = rc ? rc : kv(o, f, "timerEnqueued", "%llu", (unsigned long long)t.enqueued);
     rc = rc ? rc : kv(o, f, "timerDelivered", "%llu", (unsigned long long)t.delivered);
