@@ -631,6 +631,18 @@ static int call_start(struct gcall *c, const char *method, int timeout_ms, bool 
     return 0;
 }
 
+/* Frames m as the call's one request and starts it; on failure the call
+ * goes back to the free list. Returns 0 or -errno. */
+static int call_send(struct gcall *c, const ProtobufCMessage *m, const char *method, int timeout_ms, bool eof)
+{
+    int rc = frame_pb(c, m);
+    if (!rc)
+        rc = call_start(c, method, timeout_ms, eof);
+    if (rc)
+        call_put(c);
+    return rc;
+}
+
 /* More messages on an open client-streaming call (Telemetry). */
 static int call_more(struct gcall *c, const ProtobufCMessage *m, bool eof)
 {
@@ -773,12 +785,7 @@ static int query_route(struct gcl *cl, struct step *st)
     c->on_msg = route_msg;
     c->on_done = step_done;
     c->ctx = st;
-    int rc = frame_pb(c, &q.base);
-    if (!rc)
-        rc = call_start(c, "QueryRoute", cl->timeout_ms, true);
-    if (rc)
-        call_put(c);
-    return rc;
+    return call_send(c, &q.base, "QueryRoute", cl->timeout_ms, true);
 }
 
 static void hb_done(struct gcall *c, int status, const char *msg)
@@ -801,12 +808,7 @@ static int heartbeat(struct gcl *cl, struct step *st)
     c->on_msg = status_msg;
     c->on_done = hb_done;
     c->ctx = st;
-    int rc = frame_pb(c, &h.base);
-    if (!rc)
-        rc = call_start(c, "Heartbeat", cl->timeout_ms, true);
-    if (rc)
-        call_put(c);
-    return rc;
+    return call_send(c, &h.base, "Heartbeat", cl->timeout_ms, true);
 }
 
 static void hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -897,11 +899,8 @@ static int telemetry_start(struct gcl *cl, char *err, size_t errlen)
     cmd.settings = &s;
     c->on_msg = tele_msg;
     c->on_done = tele_done;
-    int rc = frame_pb(c, &cmd.base);
-    if (!rc)
-        rc = call_start(c, "Telemetry", 3600 * 1000, false);
+    int rc = call_send(c, &cmd.base, "Telemetry", 3600 * 1000, false);
     if (rc) {
-        call_put(c);
         snprintf(err, errlen, "cannot open the Telemetry stream: %s", strerror(-rc));
         return rc;
     }
@@ -1032,9 +1031,7 @@ static void gcl_shutdown(struct gcl *cl)
             n.group = &g;
         c->on_done = notify_done;
         c->ctx = &done;
-        if (frame_pb(c, &n.base) || call_start(c, "NotifyClientTermination", cl->timeout_ms, true))
-            call_put(c);
-        else
+        if (call_send(c, &n.base, "NotifyClientTermination", cl->timeout_ms, true) == 0)
             run_until(cl, &done, 2.0);
     }
     if (cl->telemetry) {
@@ -1158,11 +1155,8 @@ static int send_start(struct gcl *cl, const struct bt_msg *m, struct bt_slot *sl
     c->on_msg = send_msg;
     c->on_done = send_done;
     c->slot = slot;
-    int rc = frame_pb(c, &req.base);
-    if (!rc)
-        rc = call_start(c, "SendMessage", cl->timeout_ms, true);
+    int rc = call_send(c, &req.base, "SendMessage", cl->timeout_ms, true);
     if (rc) {
-        call_put(c);
         return rc;
     }
     cl->inflight++;
@@ -1335,11 +1329,8 @@ static int ack_batch(struct gcl *cl, const struct buf *handles, int n)
     a.entries = entp;
     c->on_msg = ack_msg;
     c->on_done = ack_done;
-    int rc = frame_pb(c, &a.base);
-    if (!rc)
-        rc = call_start(c, "AckMessage", cl->timeout_ms, true);
+    int rc = call_send(c, &a.base, "AckMessage", cl->timeout_ms, true);
     if (rc) {
-        call_put(c);
         return rc;
     }
     cl->acks++;
@@ -1395,11 +1386,8 @@ static int recv_start(struct gcl *cl, int broker)
     c->on_msg = recv_msg;
     c->on_done = recv_done;
     c->broker = broker;
-    int rc = frame_pb(c, &r.base);
-    if (!rc)
-        rc = call_start(c, "ReceiveMessage", LONG_POLL_MS + cl->timeout_ms, true);
+    int rc = call_send(c, &r.base, "ReceiveMessage", LONG_POLL_MS + cl->timeout_ms, true);
     if (rc) {
-        call_put(c);
         return rc;
     }
     cl->receives++;
