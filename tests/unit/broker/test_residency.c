@@ -323,7 +323,10 @@ START_TEST(cold_reads_released)
                 worst = g;
         }
     }
-    ck_assert_msg(worst < 8 * MIB, "reading 48 MiB of old messages left up to %ld KiB mapped", worst / 1024);
+    /* what stays: the 1 MiB trail and prefault window, the 2 MiB folios the
+     * reader is in and faults next, and slack; everything it read would be
+     * over 48 MiB */
+    ck_assert_msg(worst < 12 * MIB, "reading 48 MiB of old messages left up to %ld KiB mapped", worst / 1024);
     store_close(s);
 }
 END_TEST
@@ -342,7 +345,8 @@ START_TEST(consume_queue_pages_released)
     put_some(s, 0, n, 20);
     wait_dispatch(s);
     long g = smaps_rss("/consumequeue/");
-    ck_assert_msg(g < 1 * MIB, "consume queue mapping holds %ld KiB for 8 MB of entries", g / 1024);
+    /* 64 KiB kept, plus the page-cache folio (up to 2 MiB) the writer is in */
+    ck_assert_msg(g < 3 * MIB, "consume queue mapping holds %ld KiB for 8 MB of entries", g / 1024);
     struct store_view v[64];
     for (int64_t off = 0; off < n;) {
         struct store_get_req req = { "RSS", 0, off, 64, 0, NULL, NULL, v };
