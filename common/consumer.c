@@ -889,6 +889,28 @@ static bool granted(json_t *set, const char *topic, const char *broker, int qid)
  * never sent for a queue currently in the list, so an unlock cannot undo a
  * later grant. A failed call changes nothing: the grants age until
  * lock_live_ms. */
+
+/* The JSON body of a successful answer whose member `field` is an array;
+ * NULL with err set for a failed call, an error code, bad JSON or a
+ * missing array. The caller owns the result (json_decref). */
+static json_t *answer_array(int status, rmt_cmd *resp, const char *field, char *err, size_t cap)
+{
+    if (status) {
+        snprintf(err, cap, "%s", strerror(-status));
+        return NULL;
+    }
+    if (resp->code != RMT_RESP_SUCCESS) {
+        snprintf(err, cap, "code %d: %s", resp->code, rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "");
+        return NULL;
+    }
+    json_t *root = json_parse_rocketmq((const char *)resp->body, resp->body_len, err, cap);
+    if (root && !json_is_array(json_object_get(root, field))) {
+        snprintf(err, cap, "body lacks %s", field);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
 static void lock_done(int status, rmt_cmd *resp, void *ud)
 {
     struct lock_call *k = ud;
@@ -897,17 +919,9 @@ static void lock_done(int status, rmt_cmd *resp, void *ud)
         lock_call_free(k);
         return;
     }
-    json_t *root = NULL;
     char err[160] = "";
-    if (status)
-        snprintf(err, sizeof err, "%s", strerror(-status));
-    else if (resp->code != RMT_RESP_SUCCESS)
-        snprintf(err, sizeof err, "code %d: %s", resp->code, rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "");
-    else
-        root = json_parse_rocketmq((const char *)resp->body, resp->body_len, err, sizeof err);
+    json_t *root = answer_array(status, resp, "lockOKMQSet", err, sizeof err);
     json_t *set = root ? json_object_get(root, "lockOKMQSet") : NULL;
-    if (root && !json_is_array(set))
-        snprintf(err, sizeof err, "body lacks lockOKMQSet");
     if (err[0]) {
         log_warn("consumer %s: LOCK_BATCH_MQ to %s failed: %s", cs->group, k->broker, err);
         json_decref(root);
@@ -1099,17 +1113,9 @@ static void consumer_list_done(int status, rmt_cmd *resp, void *ud)
         return;
     }
     const struct cli_route *route = cli_route_cached(cs->c, cs->topic);
-    json_t *root = NULL;
     char err[160] = "";
-    if (status)
-        snprintf(err, sizeof err, "%s", strerror(-status));
-    else if (resp->code != RMT_RESP_SUCCESS)
-        snprintf(err, sizeof err, "code %d: %s", resp->code, rmt_cmd_remark(resp) ? rmt_cmd_remark(resp) : "");
-    else
-        root = json_parse_rocketmq((const char *)resp->body, resp->body_len, err, sizeof err);
+    json_t *root = answer_array(status, resp, "consumerIdList", err, sizeof err);
     json_t *ids = root ? json_object_get(root, "consumerIdList") : NULL;
-    if (root && !json_is_array(ids))
-        snprintf(err, sizeof err, "body lacks consumerIdList");
     if (err[0] || !route) {
         log_warn("consumer %s: cannot get the group's consumer list: %s", cs->group,
                  err[0] ? err : "route gone");
